@@ -1,0 +1,429 @@
+//! The command line: parses arguments, loads the config, runs a command and maps the
+//! result to an exit code (0 done, 1 failed or rolled back, 2 bad usage or config).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::compose;
+use crate::config::{self, Config, ServiceConfig};
+use crate::context::Context;
+use crate::drain::{self, Cord};
+use crate::engine::Engine;
+use crate::image::Digest;
+use crate::recover;
+use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
+use crate::store::{Deploy, Outcome, Store};
+use crate::traefik;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hoist",
+    version,
+    about = "Pull-based zero-downtime deploys of Docker Compose services behind Traefik"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "HOIST_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate the configuration and report every problem.
+    CheckConfig,
+    /// Print the compose YAML (labels, healthcheck, volume) a service's containers need.
+    Labels { service: String },
+    /// Roll a service to its tracked tag, another tag, or an exact digest.
+    Deploy {
+        service: String,
+        #[arg(long, conflicts_with = "digest")]
+        tag: Option<String>,
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Roll a service back to the digest it ran before, through the same steps.
+    Rollback { service: String },
+    /// Show the deploy journal with per-step timings.
+    History {
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Recover rollouts interrupted by a crash (also done before every deploy).
+    Recover,
+}
+
+/// Exit codes, as documented.
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+
+pub fn main(args: Vec<String>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
+        }
+    };
+    let terminal = std::io::stderr().is_terminal();
+    init_tracing(terminal);
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(FAILED);
+        }
+    };
+    match runtime.block_on(run(cli.command, config, terminal)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(FAILED)
+        }
+    }
+}
+
+fn init_tracing(terminal: bool) {
+    // On a terminal the progress renderer tells the story; log lines are for warnings.
+    let default = if terminal { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .try_init();
+}
+
+async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result<u8> {
+    match command {
+        Command::CheckConfig => {
+            println!(
+                "config OK: {} service(s): {}",
+                config.services.len(),
+                config
+                    .services
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(0)
+        }
+        Command::Labels { service } => labels(&config, &service).await,
+        Command::Deploy {
+            service,
+            tag,
+            digest,
+        } => {
+            let target = match (tag, digest) {
+                (Some(tag), _) => Target::Tag(tag),
+                (_, Some(d)) => match Digest::parse(&d) {
+                    Ok(d) => Target::Digest(d),
+                    Err(e) => {
+                        eprintln!("error: --digest: {e}");
+                        return Ok(USAGE);
+                    }
+                },
+                _ => Target::Track,
+            };
+            deploy(config, &service, target, "manual", terminal).await
+        }
+        Command::Rollback { service } => {
+            let Some(s) = find_service(&config, &service) else {
+                return Ok(USAGE);
+            };
+            let store = Store::open(&config.state.dir)?;
+            let previous = store
+                .service_state(&s.name)?
+                .and_then(|st| st.previous_digest);
+            let Some(previous) = previous else {
+                eprintln!(
+                    "error: {service} has no previous digest recorded; nothing to roll back to"
+                );
+                return Ok(FAILED);
+            };
+            let digest = Digest::parse(&previous)?;
+            deploy(
+                config,
+                &service,
+                Target::Digest(digest),
+                "rollback",
+                terminal,
+            )
+            .await
+        }
+        Command::History {
+            service,
+            json,
+            limit,
+        } => {
+            if let Some(s) = &service
+                && find_service(&config, s).is_none()
+            {
+                return Ok(USAGE);
+            }
+            let store = Store::open(&config.state.dir)?;
+            let deploys = store.deploys(service.as_deref(), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&deploys)?);
+            } else if deploys.is_empty() {
+                println!("no rollouts recorded yet");
+            } else {
+                for d in &deploys {
+                    print!("{}", format_deploy(d));
+                }
+            }
+            Ok(0)
+        }
+        Command::Recover => {
+            let ctx = Context::open(config).await?;
+            for s in &ctx.config.services {
+                let _lock = crate::lock::ServiceLock::acquire(
+                    &ctx.config.state.dir,
+                    &s.name,
+                    "hoist recover",
+                )?;
+                recover::service(&ctx, s).await?;
+            }
+            println!("no interrupted rollouts left");
+            Ok(0)
+        }
+    }
+}
+
+fn find_service<'a>(config: &'a Config, name: &str) -> Option<&'a ServiceConfig> {
+    match config.service(name) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+async fn deploy(
+    config: Config,
+    service: &str,
+    target: Target,
+    trigger: &str,
+    terminal: bool,
+) -> anyhow::Result<u8> {
+    let Some(s) = find_service(&config, service).cloned() else {
+        return Ok(USAGE);
+    };
+    let ctx = Context::open(config).await?;
+    let request = Request {
+        target,
+        trigger: trigger.to_string(),
+        holder: format!("hoist {trigger} of {} (cli)", s.name),
+    };
+    let observer: Box<dyn Observer> = if terminal {
+        Box::new(Terminal::default())
+    } else {
+        Box::new(Quiet)
+    };
+    let report = match rollout::run(&ctx, &s, &request, observer.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(FAILED);
+        }
+    };
+    let to = report.to.as_ref().map_or("-", Digest::short);
+    match report.outcome {
+        Outcome::Succeeded => println!("{} deployed {} (deploy #{})", s.name, to, report.deploy_id),
+        Outcome::Noop => println!(
+            "{} already runs {}; nothing to do (deploy #{})",
+            s.name, to, report.deploy_id
+        ),
+        outcome => {
+            println!(
+                "{} {}: {} step failed (deploy #{})",
+                s.name,
+                outcome.as_str().replace('_', " "),
+                report.failed_step.map_or("-", Step::as_str),
+                report.deploy_id
+            );
+            if let Some(e) = &report.error {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if report.succeeded() { 0 } else { FAILED })
+}
+
+async fn labels(config: &Config, name: &str) -> anyhow::Result<u8> {
+    let Some(service) = find_service(config, name) else {
+        return Ok(USAGE);
+    };
+    let cord = Cord::new(&config.state.dir);
+    // Compose will mount the drain directory as soon as the operator runs `up`: have the
+    // probe in place by then.
+    if let Err(e) = cord.prepare() {
+        eprintln!(
+            "warning: {e}; run `hoist labels` as a user that can write {}",
+            config.state.dir.display()
+        );
+    }
+    // Without health_path the image's own HEALTHCHECK is wrapped: look it up if Docker
+    // has the image.
+    let image_check = if service.health_path.is_none() {
+        image_healthcheck(config, service).await
+    } else {
+        None
+    };
+    let check = drain::healthcheck(service, image_check.as_ref());
+    let labels = traefik::labels(service, &config.traefik);
+    print!(
+        "{}",
+        compose::fragment(service, &labels, &check, &cord.bind())
+    );
+    Ok(0)
+}
+
+async fn image_healthcheck(
+    config: &Config,
+    service: &ServiceConfig,
+) -> Option<bollard::models::HealthConfig> {
+    let engine = Engine::connect(&config.docker).await.ok()?;
+    let reference = match &service.track {
+        config::Track::Tag(tag) => service.image.tagged(tag),
+        config::Track::Semver(_) => return None,
+    };
+    engine
+        .inspect_image(&reference)
+        .await
+        .ok()?
+        .config?
+        .healthcheck
+}
+
+fn format_deploy(d: &Deploy) -> String {
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(d.started_at).unwrap_or(0)),
+    );
+    let total = d
+        .finished_at
+        .map(|f| format!("{:.1}s", (f - d.started_at) as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let short = |digest: &Option<String>| {
+        digest
+            .as_deref()
+            .map(|d| {
+                d.trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or(d)
+                    .to_string()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut out = format!(
+        "#{:<5} {:<14} {:<8} {:<12} {}  {:<10} target {}  {} -> {}  {}\n",
+        d.id,
+        d.service,
+        d.environment,
+        d.outcome.as_str(),
+        when,
+        d.trigger,
+        d.target,
+        short(&d.from_digest),
+        short(&d.to_digest),
+        total
+    );
+    if !d.steps.is_empty() {
+        let steps: Vec<String> = d
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}{} {}",
+                    if s.ok { "" } else { "✗" },
+                    s.step,
+                    format_ms(s.duration_ms)
+                )
+            })
+            .collect();
+        out.push_str(&format!("       {}\n", steps.join(" · ")));
+    }
+    if let Some(e) = &d.error {
+        for (i, line) in e.lines().enumerate() {
+            out.push_str(&format!(
+                "       {}{line}\n",
+                if i == 0 { "error: " } else { "  " }
+            ));
+        }
+    }
+    out
+}
+
+fn format_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// Renders steps on a terminal: one line per step, a live line for long waits.
+#[derive(Default)]
+struct Terminal {
+    live: Mutex<bool>,
+}
+
+impl Terminal {
+    fn line(&self, text: &str, live: bool) {
+        let mut is_live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut err = std::io::stderr().lock();
+        if *is_live {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = if live {
+            write!(err, "{text}")
+        } else {
+            writeln!(err, "{text}")
+        };
+        let _ = err.flush();
+        *is_live = live;
+    }
+}
+
+impl Observer for Terminal {
+    fn started(&self, step: Step) {
+        self.line(&format!("  {step:<8} …"), true);
+    }
+    fn progress(&self, step: Step, message: &str) {
+        let message: String = message.chars().take(100).collect();
+        self.line(&format!("  {step:<8} … {message}"), true);
+    }
+    fn finished(&self, step: Step, elapsed: Duration, result: Result<&str, &str>) {
+        let (mark, text) = match result {
+            Ok(t) => ("✓", t),
+            Err(t) => ("✗", t),
+        };
+        let ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        self.line(
+            &format!("{mark} {step:<8} {:>6}  {text}", format_ms(ms)),
+            false,
+        );
+    }
+}

@@ -1,0 +1,935 @@
+//! Configuration: the TOML file read into typed, validated values.
+//!
+//! The file is parsed into a generic TOML tree and walked by hand rather than deserialized
+//! with serde, so that every problem (unknown key, wrong type, bad duration, duplicate
+//! service, unreadable secret...) is collected and reported at once, each with its key path.
+//! Secrets are read here, once, and wrapped in [`Secret`] so they never print.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use crate::image::{self, Repository};
+use crate::secret::Secret;
+
+pub const DEFAULT_PATH: &str = "/etc/hoist/hoist.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state: StateConfig,
+    pub docker: DockerConfig,
+    pub traefik: TraefikConfig,
+    pub registries: Vec<RegistryConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// SQLite database, lock files and the drain directory mounted into containers.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DockerConfig {
+    /// `unix://...` or `tcp://...`; `None` means `DOCKER_HOST`, then the standard socket.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraefikConfig {
+    pub network: String,
+    pub entrypoints: Vec<String>,
+    pub cert_resolver: Option<String>,
+    /// Traefik's `providersThrottleDuration`: how long a change can take to be applied.
+    pub throttle: Duration,
+    /// Traefik's API, to confirm routing changes instead of waiting `throttle`.
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub host: String,
+    pub credentials: Option<Credentials>,
+    /// Speak plain HTTP to this registry (loopback registries always do).
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub environment: String,
+    pub compose_project: String,
+    pub compose_service: String,
+    pub image: Repository,
+    pub track: Track,
+    pub host: String,
+    pub port: u16,
+    pub health_path: Option<String>,
+    pub health_timeout: Duration,
+    pub drain: Duration,
+    pub stop_timeout: Duration,
+    pub env_file: Option<EnvFileTarget>,
+}
+
+/// Where hoist records the deployed image for `docker compose` to pick up.
+#[derive(Debug, Clone)]
+pub struct EnvFileTarget {
+    pub path: PathBuf,
+    pub var: String,
+}
+
+/// What a service follows in its registry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Track {
+    /// A tag that moves (`main`, `latest`, `stable`).
+    Tag(String),
+    /// The newest tag whose version satisfies the requirement (`semver:^1.4`).
+    Semver(semver::VersionReq),
+}
+
+impl fmt::Display for Track {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Track::Tag(t) => f.write_str(t),
+            Track::Semver(req) => write!(f, "semver:{req}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates `text`; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let mut problems = Problems::default();
+        let config = read_config(&table, &mut problems);
+        match (config, problems.0.is_empty()) {
+            (Some(config), true) => Ok(config),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems: problems.0,
+            }),
+        }
+    }
+
+    pub fn service(&self, name: &str) -> Result<&ServiceConfig, UnknownService> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| UnknownService {
+                name: name.to_string(),
+                known: self.services.iter().map(|s| s.name.clone()).collect(),
+            })
+    }
+
+    /// The configured registry entry for a repository's registry host, if any.
+    pub fn registry_for(&self, repo: &Repository) -> Option<&RegistryConfig> {
+        self.registries
+            .iter()
+            .find(|r| r.host == repo.registry() || r.host == repo.api_host())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no service named `{name}` in the config (known: {})", known.join(", "))]
+pub struct UnknownService {
+    pub name: String,
+    pub known: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {} has {} problem(s):\n{}", path.display(), problems.len(),
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with the config, at a key path such as `services[1].port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A TOML table being read: remembers which keys were consumed so that the rest can be
+/// reported as unknown, and prefixes every problem with the table's key path.
+struct Section<'a> {
+    path: String,
+    table: &'a Table,
+    seen: HashSet<&'a str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: impl Into<String>, table: &'a Table) -> Self {
+        Section {
+            path: path.into(),
+            table,
+            seen: HashSet::new(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn get(&mut self, key: &'a str) -> Option<&'a Value> {
+        self.seen.insert(key);
+        self.table.get(key)
+    }
+
+    fn opt_str(&mut self, p: &mut Problems, key: &'a str) -> Option<String> {
+        match self.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                p.add(
+                    self.key(key),
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn str(&mut self, p: &mut Problems, key: &'a str) -> Option<String> {
+        let present = self.table.contains_key(key);
+        let value = self.opt_str(p, key);
+        if !present {
+            p.add(self.key(key), "missing (required)");
+        }
+        value
+    }
+
+    fn opt_bool(&mut self, p: &mut Problems, key: &'a str) -> Option<bool> {
+        match self.get(key)? {
+            Value::Boolean(b) => Some(*b),
+            other => {
+                p.add(
+                    self.key(key),
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn opt_int(&mut self, p: &mut Problems, key: &'a str) -> Option<i64> {
+        match self.get(key)? {
+            Value::Integer(i) => Some(*i),
+            other => {
+                p.add(
+                    self.key(key),
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration such as `"2s"`, `"500ms"`, `"1m30s"`, defaulting when absent. Returns `None`
+    /// only after recording a problem.
+    fn duration(&mut self, p: &mut Problems, key: &'a str, default: Duration) -> Option<Duration> {
+        let Some(text) = self.opt_str(p, key) else {
+            return (!self.table.contains_key(key)).then_some(default);
+        };
+        match humantime::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                p.add(
+                    self.key(key),
+                    format!(
+                        "`{text}` is not a duration ({e}); write e.g. \"30s\", \"500ms\", \"2m\""
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn opt_str_list(&mut self, p: &mut Problems, key: &'a str) -> Option<Vec<String>> {
+        match self.get(key)? {
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        other => p.add(
+                            format!("{}[{i}]", self.key(key)),
+                            format!("expected a string, found {}", other.type_str()),
+                        ),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                p.add(
+                    self.key(key),
+                    format!("expected a list of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn opt_table(&mut self, p: &mut Problems, key: &'a str) -> Option<&'a Table> {
+        match self.get(key)? {
+            Value::Table(t) => Some(t),
+            other => {
+                p.add(
+                    self.key(key),
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn opt_table_list(&mut self, p: &mut Problems, key: &'a str) -> Vec<(String, &'a Table)> {
+        let Some(value) = self.get(key) else {
+            return Vec::new();
+        };
+        let Value::Array(items) = value else {
+            p.add(
+                self.key(key),
+                format!(
+                    "expected a list of tables ([[{key}]]), found {}",
+                    value.type_str()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{}[{i}]", self.key(key));
+            match item {
+                Value::Table(t) => out.push((path, t)),
+                other => p.add(
+                    path,
+                    format!("expected a table, found {}", other.type_str()),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Reports every key that no reader asked for.
+    fn finish(self, p: &mut Problems) {
+        for key in self.table.keys() {
+            if !self.seen.contains(key.as_str()) {
+                p.add(self.key(key), "unknown key");
+            }
+        }
+    }
+}
+
+fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
+    let mut top = Section::new("", root);
+    let empty = Table::new();
+
+    let state_table = top.opt_table(p, "state").unwrap_or(&empty);
+    let mut s = Section::new("state", state_table);
+    let state_dir = s
+        .opt_str(p, "dir")
+        .unwrap_or_else(|| "/var/lib/hoist".into());
+    if state_dir.is_empty() || !Path::new(&state_dir).is_absolute() {
+        p.add(
+            "state.dir",
+            format!("`{state_dir}` must be an absolute path"),
+        );
+    }
+    s.finish(p);
+
+    let docker_table = top.opt_table(p, "docker").unwrap_or(&empty);
+    let mut d = Section::new("docker", docker_table);
+    let docker_host = d.opt_str(p, "host");
+    if let Some(h) = &docker_host
+        && !["unix://", "tcp://", "http://", "https://"]
+            .iter()
+            .any(|scheme| h.starts_with(scheme))
+    {
+        p.add(
+            "docker.host",
+            format!("`{h}` must start with unix://, tcp://, http:// or https://"),
+        );
+    }
+    d.finish(p);
+
+    let traefik = read_traefik(top.opt_table(p, "traefik").unwrap_or(&empty), p);
+
+    let mut registries = Vec::new();
+    for (path, table) in top.opt_table_list(p, "registries") {
+        if let Some(r) = read_registry(Section::new(path, table), p) {
+            registries.push(r);
+        }
+    }
+    let mut hosts = HashSet::new();
+    for (i, r) in registries.iter().enumerate() {
+        if !hosts.insert(r.host.clone()) {
+            p.add(
+                format!("registries[{i}].host"),
+                format!("`{}` is configured twice", r.host),
+            );
+        }
+    }
+
+    let service_tables = top.opt_table_list(p, "services");
+    if service_tables.is_empty() && !root.contains_key("services") {
+        p.add(
+            "services",
+            "no [[services]] configured; hoist has nothing to deploy",
+        );
+    }
+    // Names are checked on the raw tables so that a duplicate is reported even when one of
+    // the two services has other problems.
+    let mut names = HashSet::new();
+    for (path, table) in &service_tables {
+        if let Some(Value::String(name)) = table.get("name")
+            && !names.insert(name.clone())
+        {
+            p.add(
+                format!("{path}.name"),
+                format!("`{name}` is used by another service"),
+            );
+        }
+    }
+    let mut services = Vec::new();
+    for (path, table) in service_tables {
+        if let Some(s) = read_service(Section::new(path, table), p) {
+            services.push(s);
+        }
+    }
+    check_service_uniqueness(&services, p);
+    top.finish(p);
+
+    Some(Config {
+        state: StateConfig {
+            dir: PathBuf::from(state_dir),
+        },
+        docker: DockerConfig { host: docker_host },
+        traefik: traefik?,
+        registries,
+        services,
+    })
+}
+
+fn read_traefik(table: &Table, p: &mut Problems) -> Option<TraefikConfig> {
+    let mut t = Section::new("traefik", table);
+    let network = t.opt_str(p, "network").unwrap_or_else(|| "web".into());
+    if !is_docker_name(&network) {
+        p.add(
+            "traefik.network",
+            format!("`{network}` is not a valid Docker network name"),
+        );
+    }
+    let entrypoints = t
+        .opt_str_list(p, "entrypoints")
+        .unwrap_or_else(|| vec!["websecure".into()]);
+    if entrypoints.is_empty() {
+        p.add("traefik.entrypoints", "must name at least one entrypoint");
+    }
+    for (i, e) in entrypoints.iter().enumerate() {
+        if !is_label_name(e) {
+            p.add(
+                format!("traefik.entrypoints[{i}]"),
+                format!("`{e}` is not a valid entrypoint name (letters, digits, - and _)"),
+            );
+        }
+    }
+    let cert_resolver = t.opt_str(p, "cert_resolver");
+    if let Some(c) = &cert_resolver
+        && !is_label_name(c)
+    {
+        p.add(
+            "traefik.cert_resolver",
+            format!("`{c}` is not a valid resolver name (letters, digits, - and _)"),
+        );
+    }
+    let throttle = t.duration(p, "throttle", Duration::from_secs(2));
+    let api_url = t
+        .opt_str(p, "api_url")
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &api_url
+        && reqwest::Url::parse(u).map_or(true, |url| !matches!(url.scheme(), "http" | "https"))
+    {
+        p.add("traefik.api_url", format!("`{u}` is not an http(s) URL"));
+    }
+    t.finish(p);
+    Some(TraefikConfig {
+        network,
+        entrypoints,
+        cert_resolver,
+        throttle: throttle?,
+        api_url,
+    })
+}
+
+fn read_registry(mut r: Section<'_>, p: &mut Problems) -> Option<RegistryConfig> {
+    let host = r.str(p, "host");
+    let username = r.opt_str(p, "username");
+    let password_file = r.opt_str(p, "password_file");
+    let password_env = r.opt_str(p, "password_env");
+    let insecure = r.opt_bool(p, "insecure").unwrap_or(false);
+    let password = match (&password_file, &password_env) {
+        (Some(_), Some(_)) => {
+            p.add(
+                r.key("password_file"),
+                "set either password_file or password_env, not both",
+            );
+            None
+        }
+        (Some(file), None) => match std::fs::read_to_string(file) {
+            // Files written by `echo` end in a newline that is not part of the token.
+            Ok(text) => Some(Secret::new(text.trim_end_matches(['\n', '\r']))),
+            Err(e) => {
+                p.add(r.key("password_file"), format!("cannot read `{file}`: {e}"));
+                None
+            }
+        },
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Some(Secret::new(value)),
+            _ => {
+                p.add(
+                    r.key("password_env"),
+                    format!("environment variable `{var}` is not set or empty"),
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let credentials = match (username, password) {
+        (Some(username), Some(password)) => Some(Credentials { username, password }),
+        (Some(_), None) if password_file.is_none() && password_env.is_none() => {
+            p.add(
+                r.key("username"),
+                "a username needs password_file or password_env",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(r.key("username"), "missing (a password was given)");
+            None
+        }
+        _ => None,
+    };
+    r.finish(p);
+    Some(RegistryConfig {
+        host: host?,
+        credentials,
+        insecure,
+    })
+}
+
+fn read_service(mut s: Section<'_>, p: &mut Problems) -> Option<ServiceConfig> {
+    let name = s.str(p, "name");
+    if let Some(n) = &name
+        && !is_label_name(n)
+    {
+        p.add(
+            s.key("name"),
+            format!(
+                "`{n}` must be lowercase letters, digits, - and _ (it becomes a Traefik router name)"
+            ),
+        );
+    }
+    let environment = s.str(p, "environment");
+    let compose_project = s.str(p, "compose_project");
+    let compose_service = s.opt_str(p, "compose_service").or_else(|| name.clone());
+    for (key, value) in [
+        ("compose_project", &compose_project),
+        ("compose_service", &compose_service),
+    ] {
+        if let Some(v) = value
+            && !is_docker_name(v)
+        {
+            p.add(s.key(key), format!("`{v}` is not a valid compose name"));
+        }
+    }
+    let image = s
+        .str(p, "image")
+        .and_then(|text| match Repository::parse(&text) {
+            Ok(repo) => Some(repo),
+            Err(e) => {
+                p.add(s.key("image"), e.to_string());
+                None
+            }
+        });
+    let track = s.str(p, "track").and_then(|text| match parse_track(&text) {
+        Ok(track) => Some(track),
+        Err(message) => {
+            p.add(s.key("track"), message);
+            None
+        }
+    });
+    let host = s.str(p, "host");
+    if let Some(h) = &host
+        && !is_hostname(h)
+    {
+        p.add(s.key("host"), format!("`{h}` is not a valid host name"));
+    }
+    let port = match s.opt_int(p, "port") {
+        Some(n) if (1..=65535).contains(&n) => u16::try_from(n).ok(),
+        Some(n) => {
+            p.add(s.key("port"), format!("{n} is not a valid port (1-65535)"));
+            None
+        }
+        None => {
+            if !s.table.contains_key("port") {
+                p.add(s.key("port"), "missing (required)");
+            }
+            None
+        }
+    };
+    let health_path = s.opt_str(p, "health_path");
+    if let Some(h) = &health_path
+        && (!h.starts_with('/') || h.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        p.add(
+            s.key("health_path"),
+            format!("`{h}` must be a URL path starting with /"),
+        );
+    }
+    let health_timeout = s.duration(p, "health_timeout", Duration::from_secs(60));
+    let drain = s.duration(p, "drain", Duration::from_secs(10));
+    let stop_timeout = s.duration(p, "stop_timeout", Duration::from_secs(30));
+    if health_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
+        p.add(s.key("health_timeout"), "must be at least 1s");
+    }
+    let env_file = s.opt_str(p, "env_file");
+    let env_var = s.opt_str(p, "env_var");
+    let env_target = match (env_file, env_var) {
+        (Some(path), Some(var)) => {
+            if !is_env_var(&var) {
+                p.add(
+                    s.key("env_var"),
+                    format!("`{var}` is not a valid variable name (A-Z, 0-9, _)"),
+                );
+            }
+            if !Path::new(&path).is_absolute() {
+                p.add(
+                    s.key("env_file"),
+                    format!("`{path}` must be an absolute path"),
+                );
+            }
+            Some(EnvFileTarget {
+                path: PathBuf::from(path),
+                var,
+            })
+        }
+        (Some(_), None) => {
+            p.add(s.key("env_var"), "missing (env_file is set)");
+            None
+        }
+        (None, Some(_)) => {
+            p.add(s.key("env_file"), "missing (env_var is set)");
+            None
+        }
+        (None, None) => None,
+    };
+    s.finish(p);
+    Some(ServiceConfig {
+        name: name?,
+        environment: environment?,
+        compose_project: compose_project?,
+        compose_service: compose_service?,
+        image: image?,
+        track: track?,
+        host: host?,
+        port: port?,
+        health_path,
+        health_timeout: health_timeout?,
+        drain: drain?,
+        stop_timeout: stop_timeout?,
+        env_file: env_target,
+    })
+}
+
+fn check_service_uniqueness(services: &[ServiceConfig], p: &mut Problems) {
+    let mut compose = HashSet::new();
+    let mut hosts = HashSet::new();
+    let mut env_vars = BTreeSet::new();
+    for (i, s) in services.iter().enumerate() {
+        if !compose.insert((&s.compose_project, &s.compose_service)) {
+            p.add(
+                format!("services[{i}].compose_service"),
+                format!(
+                    "{}/{} is already managed by another service",
+                    s.compose_project, s.compose_service
+                ),
+            );
+        }
+        if !hosts.insert(&s.host) {
+            p.add(
+                format!("services[{i}].host"),
+                format!("`{}` is routed to another service already", s.host),
+            );
+        }
+        if let Some(t) = &s.env_file
+            && !env_vars.insert((t.path.clone(), t.var.clone()))
+        {
+            p.add(
+                format!("services[{i}].env_var"),
+                format!(
+                    "{} in {} is written by another service",
+                    t.var,
+                    t.path.display()
+                ),
+            );
+        }
+    }
+}
+
+pub fn parse_track(text: &str) -> Result<Track, String> {
+    if let Some(req) = text.strip_prefix("semver:") {
+        semver::VersionReq::parse(req.trim())
+            .map(Track::Semver)
+            .map_err(|e| {
+                format!("`{req}` is not a semver requirement ({e}); write e.g. \"semver:^1.4\"")
+            })
+    } else {
+        image::validate_tag(text)
+            .map(|()| Track::Tag(text.to_string()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Names that end up inside Traefik label keys: no dots (they separate label segments) and
+/// no `@` (Traefik reserves it for provider suffixes).
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn is_docker_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn is_env_var(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[state]
+dir = "/tmp/hoist-test"
+
+[traefik]
+network = "web"
+entrypoints = ["websecure"]
+cert_resolver = "letsencrypt"
+throttle = "2s"
+
+[[services]]
+name = "web-stage"
+environment = "stage"
+compose_project = "shop"
+compose_service = "web-stage"
+image = "ghcr.io/acme/web"
+track = "main"
+host = "stage.example.com"
+port = 8000
+health_path = "/healthz"
+health_timeout = "60s"
+drain = "10s"
+stop_timeout = "30s"
+env_file = "/srv/shop/.env"
+env_var = "WEB_STAGE_IMAGE"
+
+[[services]]
+name = "web-prod"
+environment = "prod"
+compose_project = "shop"
+image = "ghcr.io/acme/web"
+track = "semver:^1.4"
+host = "example.com"
+port = 8000
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("test.toml")) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_a_complete_config() {
+        let c = Config::parse(GOOD, Path::new("test.toml")).unwrap();
+        assert_eq!(c.services.len(), 2);
+        let prod = c.service("web-prod").unwrap();
+        assert_eq!(prod.compose_service, "web-prod", "defaults to the name");
+        assert_eq!(prod.drain, Duration::from_secs(10));
+        assert!(matches!(prod.track, Track::Semver(_)));
+        assert_eq!(c.traefik.throttle, Duration::from_secs(2));
+        assert!(
+            c.service("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("web-stage, web-prod")
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_with_its_key_path() {
+        let text = GOOD
+            .replace("port = 8000\nhealth_path", "port = 0\nhealth_path")
+            .replace("drain = \"10s\"", "drain = \"ten seconds\"")
+            .replace("name = \"web-prod\"", "name = \"web-stage\"")
+            .replace("[traefik]", "[traefik]\ncolour = \"blue\"")
+            .replace(
+                "image = \"ghcr.io/acme/web\"\ntrack = \"main\"",
+                "image = \"ghcr.io/acme/web:v1\"\ntrack = \"main\"",
+            );
+        let got = problems(&text);
+        let expect = [
+            "traefik.colour: unknown key",
+            "services[0].image: `ghcr.io/acme/web:v1` names a tag or digest",
+            "services[0].port: 0 is not a valid port",
+            "services[0].drain: `ten seconds` is not a duration",
+            "services[1].name: `web-stage` is used by another service",
+        ];
+        for e in expect {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn unreadable_secret_files_are_named_and_secrets_never_printed() {
+        let text = format!(
+            "{GOOD}\n[[registries]]\nhost = \"ghcr.io\"\nusername = \"bot\"\npassword_file = \"/nonexistent/ghcr\"\n"
+        );
+        let got = problems(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("registries[0].password_file: cannot read `/nonexistent/ghcr`"));
+
+        let dir = std::env::temp_dir().join(format!("hoist-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cr3t-value\n").unwrap();
+        let text = text.replace("/nonexistent/ghcr", &file.display().to_string());
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let creds = c.registries[0].credentials.as_ref().unwrap();
+        assert_eq!(creds.password.expose(), "s3cr3t-value");
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_and_mistyped_keys() {
+        let got = problems("[[services]]\nname = 5\nport = \"80\"\n[traefik]\nthrottle = 3\n");
+        for e in [
+            "traefik.throttle: expected a string, found integer",
+            "services[0].name: expected a string, found integer",
+            "services[0].port: expected an integer, found string",
+            "services[0].environment: missing (required)",
+            "services[0].image: missing (required)",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = Config::parse("[state\n", Path::new("/etc/hoist/x.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config file /etc/hoist/x.toml is not valid TOML")
+        );
+    }
+
+    #[test]
+    fn tracks() {
+        assert_eq!(parse_track("main"), Ok(Track::Tag("main".into())));
+        assert!(matches!(parse_track("semver:^1.4"), Ok(Track::Semver(_))));
+        assert!(
+            parse_track("semver:banana")
+                .unwrap_err()
+                .contains("not a semver requirement")
+        );
+        assert!(parse_track("a b").is_err());
+    }
+}

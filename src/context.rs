@@ -1,0 +1,50 @@
+//! Everything a rollout needs, built once per process from the config: the Docker engine,
+//! the registry client, the state store, Traefik routing and the drain cord. Passed by
+//! reference; no global state, so two instances can live in one test process.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::drain::{Cord, CordError};
+use crate::engine::{Engine, EngineError};
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+use crate::traefik::Routing;
+
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub routing: Routing,
+    pub cord: Cord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cord(#[from] CordError),
+}
+
+impl Context {
+    /// Connects to Docker, opens the state and installs the probe binary.
+    pub async fn open(config: Config) -> Result<Context, ContextError> {
+        let engine = Engine::connect(&config.docker).await?;
+        let store = Store::open(&config.state.dir)?;
+        let cord = Cord::new(&config.state.dir);
+        cord.prepare()?;
+        Ok(Context {
+            registry: Arc::new(Registry::new(&config)),
+            routing: Routing::new(&config.traefik),
+            config: Arc::new(config),
+            engine,
+            store,
+            cord,
+        })
+    }
+}

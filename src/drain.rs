@@ -1,0 +1,350 @@
+//! The drain cord: how hoist takes a container out of Traefik's pool before stopping it,
+//! without needing anything from the image.
+//!
+//! Traefik routes a container that has a Docker healthcheck only while it is `healthy`, and
+//! re-reads containers on every `health_status` event. So every container hoist manages
+//! gets a healthcheck that runs hoist's own statically linked binary, bind-mounted read-only
+//! at `/hoist` from `<state.dir>/drain` (works in `FROM scratch` images: no shell, no curl):
+//!
+//! ```text
+//! /hoist/hoist probe [--http PORT/PATH | --shell CMD | -- CMD ARGS...]
+//! ```
+//!
+//! The probe fails as soon as a marker file `/hoist/cut/<container id>` exists ("the cord is
+//! cut"); otherwise it checks the app (HTTP GET on `health_path`, or the image's own
+//! HEALTHCHECK command). To drain a container hoist writes its marker; after `RETRIES`
+//! failed probes Docker marks it unhealthy, Traefik drops it, and only then is it stopped.
+//! Markers are named by container id, so a new container is never born drained.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::models::HealthConfig;
+
+use crate::config::ServiceConfig;
+
+/// Where the drain directory appears inside containers.
+pub const MOUNT_POINT: &str = "/hoist";
+/// Probe cadence. With 3 retries a cut cord takes the container out within about 3 s;
+/// a single failed probe does not, so a hiccup of the app never empties the pool.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+pub const RETRIES: i64 = 3;
+
+#[derive(Debug, thiserror::Error)]
+#[error("drain directory {}: {action}: {source}", path.display())]
+pub struct CordError {
+    path: PathBuf,
+    action: &'static str,
+    source: std::io::Error,
+}
+
+/// The drain directory on the host.
+#[derive(Debug, Clone)]
+pub struct Cord {
+    dir: PathBuf,
+}
+
+impl Cord {
+    pub fn new(state_dir: &Path) -> Self {
+        Cord {
+            dir: state_dir.join("drain"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn err(&self, action: &'static str, source: std::io::Error) -> CordError {
+        CordError {
+            path: self.dir.clone(),
+            action,
+            source,
+        }
+    }
+
+    /// Makes sure the directory exists and holds a copy of the running hoist binary as the
+    /// probe. The copy is replaced atomically when it differs, so a probe that runs at that
+    /// moment sees either the old or the new binary, never half a file.
+    pub fn prepare(&self) -> Result<(), CordError> {
+        use std::os::unix::fs::PermissionsExt;
+        let cut = self.dir.join("cut");
+        std::fs::create_dir_all(&cut).map_err(|e| self.err("create", e))?;
+        for dir in [&self.dir, &cut] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| self.err("set permissions", e))?;
+        }
+        let exe = std::env::current_exe().map_err(|e| self.err("find own binary", e))?;
+        let me = std::fs::read(&exe).map_err(|e| self.err("read own binary", e))?;
+        let probe = self.dir.join("hoist");
+        if std::fs::read(&probe).is_ok_and(|existing| existing == me) {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!(".hoist.{}", std::process::id()));
+        std::fs::write(&tmp, &me).map_err(|e| self.err("write probe", e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| self.err("set probe permissions", e))?;
+        std::fs::rename(&tmp, &probe).map_err(|e| self.err("install probe", e))
+    }
+
+    fn marker(&self, container_id: &str) -> PathBuf {
+        self.dir.join("cut").join(container_id)
+    }
+
+    /// Cuts the cord: the container's probes fail from now on.
+    pub fn cut(&self, container_id: &str) -> Result<(), CordError> {
+        std::fs::write(self.marker(container_id), b"drained by hoist\n")
+            .map_err(|e| self.err("cut cord", e))
+    }
+
+    /// Restores the cord (no-op when it was not cut).
+    pub fn restore(&self, container_id: &str) -> Result<(), CordError> {
+        match std::fs::remove_file(self.marker(container_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("restore cord", e)),
+        }
+    }
+
+    pub fn is_cut(&self, container_id: &str) -> bool {
+        self.marker(container_id).exists()
+    }
+
+    /// Markers of containers that no longer exist.
+    pub fn markers(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.join("cut"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The bind mount every managed container needs (`HostConfig.Binds` syntax).
+    pub fn bind(&self) -> String {
+        format!("{}:{MOUNT_POINT}:ro", self.dir.display())
+    }
+}
+
+/// The healthcheck hoist gives a service's containers. `image_check` is the image's own
+/// HEALTHCHECK, used when the service has no `health_path`.
+pub fn healthcheck(service: &ServiceConfig, image_check: Option<&HealthConfig>) -> HealthConfig {
+    let mut test = vec![
+        "CMD".to_string(),
+        format!("{MOUNT_POINT}/hoist"),
+        "probe".to_string(),
+    ];
+    if let Some(path) = &service.health_path {
+        test.push("--http".into());
+        test.push(format!("{}{path}", service.port));
+    } else if let Some(image_test) = image_check.and_then(|h| h.test.as_ref()) {
+        match image_test.split_first() {
+            Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => {
+                test.push("--".into());
+                test.extend(rest.iter().cloned());
+            }
+            Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
+                test.push("--shell".into());
+                test.push(rest.join(" "));
+            }
+            _ => {}
+        }
+    }
+    HealthConfig {
+        test: Some(test),
+        interval: Some(nanos(INTERVAL)),
+        timeout: Some(nanos(TIMEOUT)),
+        retries: Some(RETRIES),
+        start_period: Some(nanos(service.health_timeout)),
+        start_interval: None,
+    }
+}
+
+/// Whether a container's healthcheck is hoist's probe (so cutting its cord will drain it).
+pub fn is_fitted(check: Option<&HealthConfig>, binds: &[String], cord: &Cord) -> bool {
+    let probe = format!("{MOUNT_POINT}/hoist");
+    let check_ok = check
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|t| t.len() >= 3 && t[0] == "CMD" && t[1] == probe && t[2] == "probe");
+    let mount_ok = binds.iter().any(|b| {
+        let mut parts = b.split(':');
+        let source = parts.next().unwrap_or_default();
+        let target = parts.next().unwrap_or_default();
+        target == MOUNT_POINT && Path::new(source) == cord.dir()
+    });
+    check_ok && mount_ok
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// `hoist probe ...`, run by Docker inside the container. Returns the exit code: 0 healthy,
+/// 1 not. Plain std and no runtime: it runs every second in every managed container.
+pub fn probe_main(args: &[String]) -> i32 {
+    let id = own_container_id();
+    if let Some(id) = &id
+        && marker_present(Path::new(MOUNT_POINT), id)
+    {
+        println!("hoist: draining (cord cut for {})", &id[..id.len().min(12)]);
+        return 1;
+    }
+    match args.first().map(String::as_str) {
+        Some("--http") => match args.get(1).and_then(|a| parse_http_target(a)) {
+            Some((port, path)) => http_probe(port, &path),
+            None => {
+                println!("hoist probe: --http wants PORT/PATH, e.g. 8000/healthz");
+                1
+            }
+        },
+        Some("--shell") => run(&["/bin/sh".to_string(), "-c".to_string(), args[1..].join(" ")]),
+        Some("--") => run(&args[1..]),
+        None => 0,
+        Some(other) => {
+            println!("hoist probe: unknown argument {other}");
+            1
+        }
+    }
+}
+
+fn parse_http_target(arg: &str) -> Option<(u16, String)> {
+    let slash = arg.find('/')?;
+    let port = arg[..slash].parse().ok()?;
+    Some((port, arg[slash..].to_string()))
+}
+
+fn marker_present(mount: &Path, id: &str) -> bool {
+    let cut = mount.join("cut");
+    if id.len() == 64 {
+        return cut.join(id).exists();
+    }
+    // Only the short id is known (hostname fallback): match by prefix.
+    std::fs::read_dir(cut).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with(id))
+    })
+}
+
+/// The container's own id. Docker bind-mounts `/etc/hostname` from
+/// `<data-root>/containers/<id>/hostname`, which `/proc/self/mountinfo` shows; the hostname
+/// (the short id unless the compose file sets one) is the fallback.
+fn own_container_id() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    id_from_mountinfo(&mountinfo).or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").ok()?;
+        let host = host.trim();
+        (host.len() >= 12 && host.chars().all(|c| c.is_ascii_hexdigit())).then(|| host.to_string())
+    })
+}
+
+fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.get(4) != Some(&"/etc/hostname") {
+            return None;
+        }
+        let root = fields.get(3)?;
+        let after = &root[root.find("containers/")? + "containers/".len()..];
+        let id = after.split('/').next()?;
+        (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
+    })
+}
+
+fn http_probe(port: u16, path: &str) -> i32 {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let result = (|| -> std::io::Result<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: hoist-probe\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string())
+    })();
+    match result {
+        Ok(status_line) => {
+            let code: u16 = status_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            println!("GET {path}: {status_line}");
+            i32::from(!(200..400).contains(&code))
+        }
+        Err(e) => {
+            println!("GET http://127.0.0.1:{port}{path}: {e}");
+            1
+        }
+    }
+}
+
+fn run(command: &[String]) -> i32 {
+    let Some((program, args)) = command.split_first() else {
+        return 0;
+    };
+    match std::process::Command::new(program).args(args).status() {
+        Ok(status) => status.code().unwrap_or(1),
+        Err(e) => {
+            println!("hoist probe: cannot run {program}: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_container_id_in_mountinfo() {
+        let id = "be64b9e9a50b47a85e2c2533b218223d2a782850205e8e9d8e1bc89dfdc6a34e";
+        let line = format!(
+            "87 69 254:0 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw"
+        );
+        let text = format!("1 0 0:1 / / rw - overlay overlay rw\n{line}\n");
+        assert_eq!(id_from_mountinfo(&text).as_deref(), Some(id));
+        assert_eq!(
+            id_from_mountinfo("1 0 0:1 / / rw - overlay overlay rw"),
+            None
+        );
+    }
+
+    #[test]
+    fn markers_match_full_and_short_ids() {
+        let dir = std::env::temp_dir().join(format!("hoist-cord-{}", std::process::id()));
+        let cord = Cord { dir: dir.clone() };
+        std::fs::create_dir_all(dir.join("cut")).unwrap();
+        let id = "a".repeat(64);
+        assert!(!marker_present(&dir, &id));
+        cord.cut(&id).unwrap();
+        assert!(marker_present(&dir, &id));
+        assert!(marker_present(&dir, &id[..12]));
+        assert!(!marker_present(&dir, &"b".repeat(64)));
+        cord.restore(&id).unwrap();
+        cord.restore(&id).unwrap();
+        assert!(!cord.is_cut(&id));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn parses_http_targets() {
+        assert_eq!(
+            parse_http_target("8000/healthz"),
+            Some((8000, "/healthz".into()))
+        );
+        assert_eq!(parse_http_target("8000"), None);
+        assert_eq!(parse_http_target("x/y"), None);
+    }
+}

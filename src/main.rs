@@ -1,0 +1,14 @@
+//! The `hoist` binary: everything lives in the library; this only dispatches.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // `hoist probe` runs every second inside every managed container: answer it before any
+    // argument parsing, logging or runtime setup.
+    if args.get(1).map(String::as_str) == Some("probe") {
+        let code = hoist::drain::probe_main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    hoist::cli::main(args)
+}

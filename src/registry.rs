@@ -1,0 +1,703 @@
+//! The OCI distribution API: turning a tag or a `semver:` track into a digest.
+//!
+//! Only metadata is read here (HEAD manifest, tag lists); the Docker engine pulls the layers.
+//! Authentication follows the registry's challenge: a `Bearer` challenge is answered by
+//! fetching a token from its realm (with Basic credentials for private images), a `Basic`
+//! challenge by sending the credentials directly. Tokens are cached until they expire.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::{StatusCode, header};
+use sha2::Digest as _;
+
+use crate::config::{Config, Credentials, RegistryConfig, Track};
+use crate::image::{Digest, Repository};
+use crate::secret::Secret;
+
+/// Every manifest type Docker can run; without these a registry may answer with an old
+/// schema or, for a multi-arch image, a manifest whose digest differs from the index.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {host}: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("{reference} not found in {repo}")]
+    NotFound { repo: String, reference: String },
+    #[error("registry {host} refused access to {repo}: {detail}")]
+    Unauthorized {
+        host: String,
+        repo: String,
+        detail: String,
+    },
+    #[error("registry {host} is rate limiting hoist (HTTP 429){}", retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        host: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("registry {host} answered HTTP {status} for {what}: {body}")]
+    Status {
+        host: String,
+        status: u16,
+        what: String,
+        body: String,
+    },
+    #[error("registry {host} sent an invalid response for {what}: {detail}")]
+    Protocol {
+        host: String,
+        what: String,
+        detail: String,
+    },
+    #[error("no tag of {repo} satisfies {requirement} ({seen} tags looked at)")]
+    NoMatchingTag {
+        repo: String,
+        requirement: String,
+        seen: usize,
+    },
+}
+
+impl RegistryError {
+    /// Worth trying again later (outage, rate limit) rather than a configuration mistake.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } | RegistryError::RateLimited { .. } => true,
+            RegistryError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The outcome of resolving a target: which tag (if any) and the digest it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub tag: Option<String>,
+    pub digest: Digest,
+}
+
+pub struct Registry {
+    http: reqwest::Client,
+    configured: Vec<RegistryConfig>,
+    docker_config: HashMap<String, Credentials>,
+    /// Authorization header per (registry host, scope).
+    auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
+}
+
+#[derive(Clone)]
+struct CachedAuth {
+    header: Secret,
+    expires: Option<Instant>,
+}
+
+impl Registry {
+    pub fn new(config: &Config) -> Self {
+        Registry::with_docker_config(config, docker_config_path())
+    }
+
+    /// Like [`Registry::new`] with an explicit `config.json` (tests use their own).
+    pub fn with_docker_config(config: &Config, docker_config: Option<PathBuf>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Registry {
+            http,
+            configured: config.registries.clone(),
+            docker_config: docker_config
+                .map(|p| read_docker_config(&p))
+                .unwrap_or_default(),
+            auth_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Credentials for `repo`'s registry: the config first, then `~/.docker/config.json`.
+    pub fn credentials_for(&self, repo: &Repository) -> Option<Credentials> {
+        self.configured
+            .iter()
+            .find(|r| r.host == repo.registry() || r.host == repo.api_host())
+            .and_then(|r| r.credentials.clone())
+            .or_else(|| {
+                let key = if repo.registry() == "docker.io" {
+                    "https://index.docker.io/v1/"
+                } else {
+                    repo.registry()
+                };
+                self.docker_config.get(key).cloned()
+            })
+    }
+
+    /// Resolves what a service tracks to a digest: a tag by HEAD, a `semver:` track by listing
+    /// tags and taking the newest match.
+    pub async fn resolve_track(
+        &self,
+        repo: &Repository,
+        track: &Track,
+    ) -> Result<Resolved, RegistryError> {
+        let tag = match track {
+            Track::Tag(tag) => tag.clone(),
+            Track::Semver(req) => {
+                let tags = self.list_tags(repo).await?;
+                newest_matching(&tags, req).ok_or_else(|| RegistryError::NoMatchingTag {
+                    repo: repo.to_string(),
+                    requirement: track.to_string(),
+                    seen: tags.len(),
+                })?
+            }
+        };
+        let digest = self.resolve(repo, &tag).await?;
+        Ok(Resolved {
+            tag: Some(tag),
+            digest,
+        })
+    }
+
+    /// The digest a tag (or digest) currently points at, by `HEAD /v2/<name>/manifests/<ref>`.
+    pub async fn resolve(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<Digest, RegistryError> {
+        let url = format!("{}/manifests/{reference}", self.base(repo));
+        let what = format!("{}:{reference}", repo);
+        let response = self
+            .send(repo, &what, |http| {
+                http.head(&url).header(header::ACCEPT, MANIFEST_TYPES)
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound {
+                repo: repo.to_string(),
+                reference: reference.to_string(),
+            });
+        }
+        if !status.is_success() {
+            return Err(self.status_error(repo, &what, response).await);
+        }
+        if let Some(value) = response.headers().get("docker-content-digest") {
+            let text = value.to_str().unwrap_or_default();
+            return Digest::parse(text).map_err(|e| self.protocol(repo, &what, e.to_string()));
+        }
+        // Some registries leave the header off HEAD answers; the digest is then the hash of
+        // the manifest bytes exactly as served.
+        let response = self
+            .send(repo, &what, |http| {
+                http.get(&url).header(header::ACCEPT, MANIFEST_TYPES)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(repo, &what, response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.protocol(repo, &what, e.to_string()))?;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+        Digest::parse(&digest).map_err(|e| self.protocol(repo, &what, e.to_string()))
+    }
+
+    /// Every tag of the repository, following `Link: <...>; rel="next"` pagination.
+    pub async fn list_tags(&self, repo: &Repository) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let what = format!("the tags of {repo}");
+        let mut url = format!("{}/tags/list?n=1000", self.base(repo));
+        let mut tags = Vec::new();
+        // A misbehaving registry must not keep us paging forever.
+        for _ in 0..1000 {
+            let response = self.send(repo, &what, |http| http.get(&url)).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Err(RegistryError::NotFound {
+                    repo: repo.to_string(),
+                    reference: "(any tag)".into(),
+                });
+            }
+            if !response.status().is_success() {
+                return Err(self.status_error(repo, &what, response).await);
+            }
+            let next = response
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let page: TagList = response
+                .json()
+                .await
+                .map_err(|e| self.protocol(repo, &what, e.to_string()))?;
+            tags.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(next) if next.starts_with("http") => url = next,
+                Some(next) => url = format!("{}{next}", self.origin(repo)),
+                None => return Ok(tags),
+            }
+        }
+        Err(self.protocol(repo, &what, "more than 1000 pages of tags".into()))
+    }
+
+    fn origin(&self, repo: &Repository) -> String {
+        let insecure = repo.is_loopback()
+            || self
+                .configured
+                .iter()
+                .any(|r| r.insecure && (r.host == repo.registry() || r.host == repo.api_host()));
+        let scheme = if insecure { "http" } else { "https" };
+        format!("{scheme}://{}", repo.api_host())
+    }
+
+    fn base(&self, repo: &Repository) -> String {
+        format!("{}/v2/{}", self.origin(repo), repo.path())
+    }
+
+    /// Sends a request, answering one authentication challenge if the registry poses it.
+    async fn send(
+        &self,
+        repo: &Repository,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let scope = format!("repository:{}:pull", repo.path());
+        let key = (repo.api_host().to_string(), scope.clone());
+        let cached = self.cached_auth(&key);
+        let mut request = build(&self.http);
+        if let Some(auth) = &cached {
+            request = request.header(header::AUTHORIZATION, auth.expose());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(repo, e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return self.check_rate_limit(repo, response);
+        }
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(Challenge::parse)
+            .ok_or_else(|| RegistryError::Unauthorized {
+                host: repo.api_host().to_string(),
+                repo: repo.to_string(),
+                detail: "HTTP 401 without an authentication challenge".into(),
+            })?;
+        let credentials = self.credentials_for(repo);
+        let auth = match challenge {
+            Challenge::Basic => {
+                let Some(c) = credentials else {
+                    return Err(self.unauthorized(repo, "credentials required, none configured"));
+                };
+                if cached.is_some() {
+                    return Err(self.unauthorized(repo, "the configured credentials were rejected"));
+                }
+                CachedAuth {
+                    header: Secret::new(format!("Basic {}", basic(&c))),
+                    expires: None,
+                }
+            }
+            Challenge::Bearer { realm, service } => {
+                self.fetch_token(
+                    repo,
+                    &realm,
+                    service.as_deref(),
+                    &scope,
+                    credentials.as_ref(),
+                )
+                .await?
+            }
+        };
+        self.auth_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, auth.clone());
+        let response = build(&self.http)
+            .header(header::AUTHORIZATION, auth.header.expose())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(repo, e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorized(
+                repo,
+                &format!("{what}: the registry refused the token it issued"),
+            ));
+        }
+        self.check_rate_limit(repo, response)
+    }
+
+    fn cached_auth(&self, key: &(String, String)) -> Option<Secret> {
+        let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(key) {
+            Some(a) if a.expires.is_none_or(|t| t > Instant::now()) => Some(a.header.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        repo: &Repository,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<CachedAuth, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let mut query = vec![("scope", scope)];
+        if let Some(s) = service {
+            query.push(("service", s));
+        }
+        let mut request = self.http.get(realm).query(&query);
+        if let Some(c) = credentials {
+            request = request.header(header::AUTHORIZATION, format!("Basic {}", basic(c)));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.unreachable(repo, e))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(self.unauthorized(
+                repo,
+                if credentials.is_some() {
+                    "the token service rejected the configured credentials"
+                } else {
+                    "the token service wants credentials; configure [[registries]]"
+                },
+            ));
+        }
+        if !status.is_success() {
+            return Err(self.status_error(repo, "a registry token", response).await);
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| self.protocol(repo, "a registry token", e.to_string()))?;
+        let token = body.token.or(body.access_token).ok_or_else(|| {
+            self.protocol(repo, "a registry token", "no token in the answer".into())
+        })?;
+        // The spec's default lifetime is 60 s; renew a little early.
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(20));
+        Ok(CachedAuth {
+            header: Secret::new(format!("Bearer {token}")),
+            expires: Some(Instant::now() + lifetime - Duration::from_secs(10)),
+        })
+    }
+
+    fn check_rate_limit(
+        &self,
+        repo: &Repository,
+        response: reqwest::Response,
+    ) -> Result<reqwest::Response, RegistryError> {
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(RegistryError::RateLimited {
+                host: repo.api_host().to_string(),
+                retry_after,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn status_error(
+        &self,
+        repo: &Repository,
+        what: &str,
+        response: reqwest::Response,
+    ) -> RegistryError {
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        RegistryError::Status {
+            host: repo.api_host().to_string(),
+            status,
+            what: what.to_string(),
+            body: body
+                .chars()
+                .take(300)
+                .collect::<String>()
+                .trim()
+                .to_string(),
+        }
+    }
+
+    fn unreachable(&self, repo: &Repository, error: reqwest::Error) -> RegistryError {
+        // reqwest's Display is terse ("error sending request"); the source chain says why.
+        let mut detail = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(s) = source {
+            detail = format!("{detail}: {s}");
+            source = s.source();
+        }
+        RegistryError::Unreachable {
+            host: repo.api_host().to_string(),
+            detail,
+        }
+    }
+
+    fn unauthorized(&self, repo: &Repository, detail: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            host: repo.api_host().to_string(),
+            repo: repo.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn protocol(&self, repo: &Repository, what: &str, detail: String) -> RegistryError {
+        RegistryError::Protocol {
+            host: repo.api_host().to_string(),
+            what: what.to_string(),
+            detail,
+        }
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        c.username,
+        c.password.expose()
+    ))
+}
+
+/// The newest version among `tags` that satisfies `req`; tags may carry a leading `v`.
+/// Pre-releases only match when the requirement names one (semver's own rule).
+pub fn newest_matching(tags: &[String], req: &semver::VersionReq) -> Option<String> {
+    tags.iter()
+        .filter_map(|tag| {
+            let version = semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()?;
+            req.matches(&version).then_some((version, tag))
+        })
+        .max_by(|(a, ta), (b, tb)| a.cmp(b).then_with(|| tb.cmp(ta)))
+        .map(|(_, tag)| tag.clone())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// Parses `Bearer realm="..",service="..",scope=".."` or `Basic realm=".."`. Quoted values
+    /// may contain commas (scopes do), so this is a small tokenizer rather than a split.
+    fn parse(header: &str) -> Challenge {
+        let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Challenge::Basic;
+        }
+        let params = parse_params(rest);
+        match params.get("realm") {
+            Some(realm) => Challenge::Bearer {
+                realm: realm.clone(),
+                service: params.get("service").cloned(),
+            },
+            None => Challenge::Basic,
+        }
+    }
+}
+
+fn parse_params(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            return out;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|c| *c != ',').collect();
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+}
+
+/// The target of `Link: </v2/x/tags/list?last=a&n=10>; rel="next"`.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
+fn docker_config_path() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|dir| dir.join("config.json"))
+}
+
+/// Reads the `auths` of a Docker client config; credential helpers are not supported (hoist
+/// runs unattended) and are skipped.
+fn read_docker_config(path: &std::path::Path) -> HashMap<String, Credentials> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        auths: HashMap<String, Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let file: File = match serde_json::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable Docker client config");
+            return HashMap::new();
+        }
+    };
+    file.auths
+        .into_iter()
+        .filter_map(|(host, entry)| {
+            let (username, password) = match (entry.username, entry.password, entry.auth) {
+                (Some(u), Some(p), _) => (u, p),
+                (_, _, Some(auth)) => {
+                    let decoded = base64::engine::general_purpose::STANDARD
+                        .decode(auth)
+                        .ok()?;
+                    let text = String::from_utf8(decoded).ok()?;
+                    let (u, p) = text.split_once(':')?;
+                    (u.to_string(), p.to_string())
+                }
+                _ => return None,
+            };
+            let host = host
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
+            let host = if host == "index.docker.io/v1" {
+                "https://index.docker.io/v1/".to_string()
+            } else {
+                host
+            };
+            Some((
+                host,
+                Credentials {
+                    username,
+                    password: Secret::new(password),
+                },
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        assert_eq!(
+            Challenge::parse(
+                r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#
+            ),
+            Challenge::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into())
+            }
+        );
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="basic-realm""#),
+            Challenge::Basic
+        );
+        assert_eq!(
+            parse_params(r#"realm="a,b", scope="x""#)
+                .get("scope")
+                .map(String::as_str),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn follows_next_links() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn picks_the_newest_matching_version() {
+        let tags: Vec<String> = [
+            "v1.2.9",
+            "v1.3.0",
+            "v2.0.0",
+            "v1.4.0-rc.1",
+            "latest",
+            "1.1.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let req = semver::VersionReq::parse("^1").unwrap();
+        assert_eq!(newest_matching(&tags, &req).as_deref(), Some("v1.3.0"));
+        let pre = semver::VersionReq::parse(">=1.4.0-rc.1, <2").unwrap();
+        assert_eq!(newest_matching(&tags, &pre).as_deref(), Some("v1.4.0-rc.1"));
+        let none = semver::VersionReq::parse("^3").unwrap();
+        assert_eq!(newest_matching(&tags, &none), None);
+    }
+
+    #[test]
+    fn reads_docker_client_config() {
+        let dir = std::env::temp_dir().join(format!("hoist-dcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("bot:tok:en");
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"ghcr.io":{{"auth":"{auth}"}},"https://index.docker.io/v1/":{{"username":"u","password":"p"}}}},"credsStore":"desktop"}}"#),
+        )
+        .unwrap();
+        let creds = read_docker_config(&path);
+        assert_eq!(creds["ghcr.io"].username, "bot");
+        assert_eq!(creds["ghcr.io"].password.expose(), "tok:en");
+        assert_eq!(creds["https://index.docker.io/v1/"].username, "u");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,626 @@
+//! hoist's state: an SQLite database in `state.dir` holding the deploy journal (every
+//! rollout with its steps and timings) and what each service runs now and ran before.
+//!
+//! WAL mode and a busy timeout let the CLI and the daemon share it. The schema is versioned
+//! with `PRAGMA user_version`; migrations run in order at open. Calls are synchronous and
+//! short; callers hold the connection only for one statement or transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::rollout::Step;
+
+/// Each entry moves the schema one version forward. Never edit a released entry; add one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the journal and per-service state.
+    "CREATE TABLE deploys (
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        target TEXT NOT NULL,
+        from_image TEXT,
+        from_digest TEXT,
+        to_image TEXT,
+        to_tag TEXT,
+        to_digest TEXT,
+        outcome TEXT NOT NULL,
+        step TEXT,
+        error TEXT,
+        old_container TEXT,
+        new_container TEXT,
+        pid INTEGER,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX deploys_by_service ON deploys (service, id);
+    CREATE INDEX deploys_running ON deploys (outcome) WHERE outcome = 'running';
+    CREATE TABLE deploy_steps (
+        deploy_id INTEGER NOT NULL REFERENCES deploys (id),
+        step TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        detail TEXT,
+        PRIMARY KEY (deploy_id, step)
+    );
+    CREATE TABLE services (
+        name TEXT PRIMARY KEY,
+        image TEXT NOT NULL,
+        tag TEXT,
+        digest TEXT NOT NULL,
+        previous_image TEXT,
+        previous_tag TEXT,
+        previous_digest TEXT,
+        deployed_at INTEGER NOT NULL,
+        deploy_id INTEGER
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database {} has schema version {found}, newer than this hoist knows ({known}); upgrade hoist", path.display())]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+}
+
+/// How a rollout ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    /// The target digest was already running; nothing was touched.
+    Noop,
+    /// The new version failed a step; the old one kept serving.
+    RolledBack,
+    /// Stopped before anything was changed (registry down, refused by a check).
+    Failed,
+    /// hoist died during the rollout; the next start recovered it (see the error text).
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Noop => "noop",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Outcome {
+        match s {
+            "running" => Outcome::Running,
+            "succeeded" => Outcome::Succeeded,
+            "noop" => Outcome::Noop,
+            "rolled_back" => Outcome::RolledBack,
+            "interrupted" => Outcome::Interrupted,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// One row of the journal with its steps.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deploy {
+    pub id: i64,
+    pub service: String,
+    pub environment: String,
+    pub trigger: String,
+    pub target: String,
+    pub from_image: Option<String>,
+    pub from_digest: Option<String>,
+    pub to_image: Option<String>,
+    pub to_tag: Option<String>,
+    pub to_digest: Option<String>,
+    pub outcome: Outcome,
+    /// The step running now, or the one that failed.
+    pub step: Option<String>,
+    pub error: Option<String>,
+    pub old_container: Option<String>,
+    pub new_container: Option<String>,
+    pub pid: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: String,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+/// What a service runs now and what it ran before, as hoist deployed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub image: String,
+    pub tag: Option<String>,
+    pub digest: String,
+    pub previous_image: Option<String>,
+    pub previous_tag: Option<String>,
+    pub previous_digest: Option<String>,
+    pub deployed_at: i64,
+    pub deploy_id: Option<i64>,
+}
+
+/// The start of a journal entry.
+pub struct NewDeploy<'a> {
+    pub service: &'a str,
+    pub environment: &'a str,
+    pub trigger: &'a str,
+    pub target: &'a str,
+}
+
+/// Facts learned by the resolve step.
+pub struct Resolution<'a> {
+    pub from_image: Option<&'a str>,
+    pub from_digest: Option<&'a str>,
+    pub to_image: &'a str,
+    pub to_tag: Option<&'a str>,
+    pub to_digest: &'a str,
+    pub old_container: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/hoist.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("hoist.db");
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        migrate(&mut conn, &path)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (each call is one
+        // statement or a transaction), so a poisoned mutex is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Answers a trivial query: the database is there and usable.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn begin_deploy(&self, d: &NewDeploy<'_>) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO deploys (service, environment, trigger, target, outcome, step, pid, started_at)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7)",
+            params![
+                d.service,
+                d.environment,
+                d.trigger,
+                d.target,
+                Step::Resolve.as_str(),
+                std::process::id(),
+                now_ms()
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn set_resolution(&self, id: i64, r: &Resolution<'_>) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE deploys SET from_image = ?2, from_digest = ?3, to_image = ?4, to_tag = ?5,
+                 to_digest = ?6, old_container = ?7 WHERE id = ?1",
+                params![
+                    id,
+                    r.from_image,
+                    r.from_digest,
+                    r.to_image,
+                    r.to_tag,
+                    r.to_digest,
+                    r.old_container
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks the step the rollout is entering; recovery reads it after a crash.
+    pub fn enter_step(&self, id: i64, step: Step) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE deploys SET step = ?2 WHERE id = ?1",
+                params![id, step.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn set_new_container(&self, id: i64, container: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE deploys SET new_container = ?2 WHERE id = ?1",
+                params![id, container],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn record_step(
+        &self,
+        id: i64,
+        step: Step,
+        started_at: i64,
+        duration: Duration,
+        ok: bool,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO deploy_steps (deploy_id, step, started_at, duration_ms, ok, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    step.as_str(),
+                    started_at,
+                    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+                    ok,
+                    detail
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn finish_deploy(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE deploys SET outcome = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, outcome.as_str(), error, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that `service` now runs `image@digest`; what it ran before becomes previous.
+    /// Recording the digest that is already current changes nothing (recovery may repeat it).
+    pub fn set_current(
+        &self,
+        service: &str,
+        image: &str,
+        tag: Option<&str>,
+        digest: &str,
+        deploy_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let current: Option<(String, Option<String>, String)> = tx
+            .query_row(
+                "SELECT image, tag, digest FROM services WHERE name = ?1",
+                [service],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match current {
+            Some((_, _, d)) if d == digest => {}
+            Some((prev_image, prev_tag, prev_digest)) => {
+                tx.execute(
+                    "UPDATE services SET image = ?2, tag = ?3, digest = ?4, previous_image = ?5,
+                     previous_tag = ?6, previous_digest = ?7, deployed_at = ?8, deploy_id = ?9
+                     WHERE name = ?1",
+                    params![
+                        service,
+                        image,
+                        tag,
+                        digest,
+                        prev_image,
+                        prev_tag,
+                        prev_digest,
+                        now_ms(),
+                        deploy_id
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO services (name, image, tag, digest, deployed_at, deploy_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![service, image, tag, digest, now_ms(), deploy_id],
+                )
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Remembers what was running before hoist's first rollout of a service, so that
+    /// `hoist rollback` works after it.
+    pub fn seed_current(&self, service: &str, image: &str, digest: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO services (name, image, digest, deployed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![service, image, digest, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn service_state(&self, service: &str) -> Result<Option<ServiceState>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT name, image, tag, digest, previous_image, previous_tag, previous_digest,
+                 deployed_at, deploy_id FROM services WHERE name = ?1",
+                [service],
+                |r| {
+                    Ok(ServiceState {
+                        name: r.get(0)?,
+                        image: r.get(1)?,
+                        tag: r.get(2)?,
+                        digest: r.get(3)?,
+                        previous_image: r.get(4)?,
+                        previous_tag: r.get(5)?,
+                        previous_digest: r.get(6)?,
+                        deployed_at: r.get(7)?,
+                        deploy_id: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Rollouts still marked running for a service: after a crash, these need recovery.
+    pub fn running_deploys(&self, service: &str) -> Result<Vec<Deploy>, StoreError> {
+        self.query_deploys(
+            "WHERE service = ?1 AND outcome = 'running' ORDER BY id",
+            params![service],
+        )
+    }
+
+    /// The journal, newest first.
+    pub fn deploys(&self, service: Option<&str>, limit: usize) -> Result<Vec<Deploy>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match service {
+            Some(s) => self.query_deploys(
+                "WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+                params![s, limit],
+            ),
+            None => self.query_deploys("ORDER BY id DESC LIMIT ?1", params![limit]),
+        }
+    }
+
+    pub fn deploy(&self, id: i64) -> Result<Option<Deploy>, StoreError> {
+        Ok(self
+            .query_deploys("WHERE id = ?1", params![id])?
+            .into_iter()
+            .next())
+    }
+
+    fn query_deploys(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Deploy>, StoreError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT id, service, environment, trigger, target, from_image, from_digest, to_image,
+             to_tag, to_digest, outcome, step, error, old_container, new_container, pid,
+             started_at, finished_at FROM deploys {clause}"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut deploys = stmt
+            .query_map(args, |r| {
+                Ok(Deploy {
+                    id: r.get(0)?,
+                    service: r.get(1)?,
+                    environment: r.get(2)?,
+                    trigger: r.get(3)?,
+                    target: r.get(4)?,
+                    from_image: r.get(5)?,
+                    from_digest: r.get(6)?,
+                    to_image: r.get(7)?,
+                    to_tag: r.get(8)?,
+                    to_digest: r.get(9)?,
+                    outcome: Outcome::parse(&r.get::<_, String>(10)?),
+                    step: r.get(11)?,
+                    error: r.get(12)?,
+                    old_container: r.get(13)?,
+                    new_container: r.get(14)?,
+                    pid: r.get(15)?,
+                    started_at: r.get(16)?,
+                    finished_at: r.get(17)?,
+                    steps: Vec::new(),
+                })
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut steps = conn
+            .prepare(
+                "SELECT step, started_at, duration_ms, ok, detail FROM deploy_steps
+                 WHERE deploy_id = ?1 ORDER BY started_at, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        for d in &mut deploys {
+            d.steps = steps
+                .query_map([d.id], |r| {
+                    Ok(StepRecord {
+                        step: r.get(0)?,
+                        started_at: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        ok: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(deploys)
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (Store, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("hoist-store-{}-{}", std::process::id(), now_ms()));
+        (Store::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn journal_round_trip() {
+        let (store, dir) = temp_store();
+        let id = store
+            .begin_deploy(&NewDeploy {
+                service: "web",
+                environment: "stage",
+                trigger: "manual",
+                target: "main",
+            })
+            .unwrap();
+        store.enter_step(id, Step::Pull).unwrap();
+        store
+            .record_step(
+                id,
+                Step::Resolve,
+                now_ms(),
+                Duration::from_millis(12),
+                true,
+                None,
+            )
+            .unwrap();
+        assert_eq!(store.running_deploys("web").unwrap().len(), 1);
+        store.finish_deploy(id, Outcome::Succeeded, None).unwrap();
+        let d = store.deploy(id).unwrap().unwrap();
+        assert_eq!(d.outcome, Outcome::Succeeded);
+        assert_eq!(d.step.as_deref(), Some("pull"));
+        assert_eq!(d.steps[0].duration_ms, 12);
+        assert!(store.running_deploys("web").unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn current_moves_to_previous_and_reopen_keeps_schema() {
+        let (store, dir) = temp_store();
+        store.seed_current("web", "r/web", "sha256:a").unwrap();
+        store
+            .set_current("web", "r/web", Some("v2"), "sha256:b", Some(1))
+            .unwrap();
+        store
+            .set_current("web", "r/web", Some("v2"), "sha256:b", Some(1))
+            .unwrap();
+        let s = store.service_state("web").unwrap().unwrap();
+        assert_eq!(
+            (s.digest.as_str(), s.previous_digest.as_deref()),
+            ("sha256:b", Some("sha256:a"))
+        );
+        drop(store);
+        let again = Store::open(&dir).unwrap();
+        assert!(again.service_state("web").unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
