@@ -172,7 +172,7 @@ pub struct NewContainer {
     pub body: ContainerCreateBody,
     /// Networks to connect after creation (the engine takes one at create time before
     /// API 1.44).
-    pub extra_networks: Vec<(String, EndpointSettings)>,
+    pub extra_networks: Vec<Endpoint>,
 }
 
 /// What the rollout knows when it builds the new container.
@@ -276,17 +276,17 @@ pub fn build(t: Template<'_>) -> NewContainer {
     }
 }
 
+/// A network name and how to attach to it.
+type Endpoint = (String, EndpointSettings);
+
 /// The old container's network endpoints, reduced to what can be given to a new
 /// container: aliases (without the old container's own id), links, driver options.
 fn networks(
     old: &ContainerInspectResponse,
     network_mode: Option<&str>,
     old_id: &str,
-) -> (
-    Option<(String, EndpointSettings)>,
-    Vec<(String, EndpointSettings)>,
-) {
-    let mut endpoints: Vec<(String, EndpointSettings)> = old
+) -> (Option<Endpoint>, Vec<Endpoint>) {
+    let mut endpoints: Vec<Endpoint> = old
         .network_settings
         .as_ref()
         .and_then(|n| n.networks.clone())

@@ -78,15 +78,18 @@ impl Cord {
                 .map_err(|e| self.err("set permissions", e))?;
         }
         let exe = std::env::current_exe().map_err(|e| self.err("find own binary", e))?;
-        let me = std::fs::read(&exe).map_err(|e| self.err("read own binary", e))?;
         let probe = self.dir.join("hoist");
-        if std::fs::read(&probe).is_ok_and(|existing| existing == me) {
+        if same_file(&exe, &probe) {
             return Ok(());
         }
         let tmp = self.dir.join(format!(".hoist.{}", std::process::id()));
-        std::fs::write(&tmp, &me).map_err(|e| self.err("write probe", e))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| self.err("set probe permissions", e))?;
+        let _ = std::fs::remove_file(&tmp);
+        // A hard link costs nothing; across filesystems, copy.
+        if std::fs::hard_link(&exe, &tmp).is_err() {
+            std::fs::copy(&exe, &tmp).map_err(|e| self.err("copy probe", e))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| self.err("set probe permissions", e))?;
+        }
         std::fs::rename(&tmp, &probe).map_err(|e| self.err("install probe", e))
     }
 
@@ -128,6 +131,18 @@ impl Cord {
     pub fn bind(&self) -> String {
         format!("{}:{MOUNT_POINT}:ro", self.dir.display())
     }
+}
+
+/// The same inode, or the same bytes.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
+        return true;
+    }
+    ma.len() == mb.len() && matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// The healthcheck hoist gives a service's containers. `image_check` is the image's own

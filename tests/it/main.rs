@@ -1,0 +1,15 @@
+//! hoist's integration tests: one binary, real Docker engine, real registry, real
+//! docker-compose, the real `hoist` binary, traffic through a Traefik stand-in.
+//! Run with `cargo test --features test-support` (see README).
+// Test code: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod crash;
+mod proxy;
+mod refusals;
+mod registry;
+mod rollout;

@@ -1,0 +1,165 @@
+//! Rollouts hoist refuses, and failures it reports clearly without touching what runs.
+
+use std::time::{Duration, Instant};
+
+use crate::support::hoist::{Fixture, Options, SERVICE};
+
+fn fixed_port_yaml() -> &'static str {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Box::leak(format!("    ports:\n      - \"127.0.0.1:{port}:8000\"\n").into_boxed_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn different_traefik_labels_are_refused_with_the_diff() {
+    let f = Fixture::start(Options {
+        edit_fragment: |f| f.replace("retry.attempts: \"3\"", "retry.attempts: \"5\""),
+        ..Options::default()
+    })
+    .await;
+    let before = f.project.running();
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("different Traefik labels"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr
+            .contains("- traefik.http.middlewares.web-retry.retry.attempts=5"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr
+            .contains("+ traefik.http.middlewares.web-retry.retry.attempts=3"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(f.project.containers(), before, "nothing was created");
+    assert_eq!(f.history().await[0]["outcome"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_without_the_drain_cord_is_refused() {
+    let f = Fixture::start(Options {
+        edit_fragment: |f| f.split("healthcheck:").next().unwrap().to_string(),
+        ..Options::default()
+    })
+    .await;
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("lacks hoist's drain healthcheck"),
+        "{}",
+        run.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn container_name_and_fixed_ports_are_refused() {
+    for (extra, expect) in [
+        ("    container_name: hoist-fixed-NAME\n", "fixed name"),
+        (fixed_port_yaml(), "fixed host ports"),
+    ] {
+        let extra: &'static str = Box::leak(
+            extra
+                .replace("NAME", &std::process::id().to_string())
+                .into_boxed_str(),
+        );
+        let f = Fixture::start(Options {
+            compose_extra: extra,
+            ..Options::default()
+        })
+        .await;
+        let before = f.project.containers();
+        let run = f.deploy("v2").await;
+        run.assert_code(1);
+        assert!(
+            run.stderr.contains("cannot run a second container"),
+            "{}",
+            run.text()
+        );
+        assert!(run.stderr.contains(expect), "{}", run.text());
+        assert_eq!(f.project.containers(), before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_running_container_says_to_run_compose_first() {
+    let f = Fixture::start(Options::default()).await;
+    f.project.compose_ok(&["stop"]);
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("run `docker compose up -d` first"),
+        "{}",
+        run.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registry_outage_and_missing_tag_touch_nothing() {
+    let mut f = Fixture::start(Options::default()).await;
+    let before = f.project.containers();
+
+    let run = f.deploy("nope").await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("nope not found in"), "{}", run.text());
+
+    f.registry.stop();
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot reach registry"),
+        "{}",
+        run.text()
+    );
+    assert_eq!(f.project.containers(), before);
+
+    // A rollback to a digest this machine has needs no registry.
+    f.registry.restart().await;
+    f.deploy("v2").await.assert_code(0);
+    f.registry.stop();
+    let run = f.hoist(&["rollback", SERVICE]).await;
+    run.assert_code(0);
+    assert_eq!(f.running_image(), f.pinned("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_rollout_of_the_same_service_says_who_holds_it() {
+    let f = Fixture::start(Options {
+        drain: "3s",
+        ..Options::default()
+    })
+    .await;
+    let config = f.config.clone();
+    let first = tokio::spawn(async move {
+        crate::support::hoist::hoist(&config, &["deploy", SERVICE, "--tag", "v2"], &[]).await
+    });
+    // Wait until the first rollout is journaled as running, then try a second one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = f.history().await;
+        if history.first().is_some_and(|d| d["outcome"] == "running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first rollout never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = f.deploy("v1").await;
+    second.assert_code(1);
+    assert!(
+        second
+            .stderr
+            .contains("web is busy: hoist manual of web (cli) (pid"),
+        "{}",
+        second.text()
+    );
+    first.await.unwrap().assert_code(0);
+    assert_eq!(f.running_image(), f.pinned("v2"));
+}

@@ -1,0 +1,294 @@
+//! Rollouts under continuous load through the Traefik stand-in: the product's promise is
+//! zero failed requests, and a bad image never reaching traffic.
+
+use std::time::Duration;
+
+use crate::support::hoist::{Fixture, Options, SERVICE};
+use crate::support::images::Variant;
+
+const SERVE_WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_rollouts_under_load_fail_no_request() {
+    let f = Fixture::start(Options::default()).await;
+    let load = f.load();
+    load.wait_until_serving("v1", SERVE_WAIT)
+        .await
+        .expect("v1 serves");
+    // The first rollout starts from the container docker-compose created.
+    for i in 0..10 {
+        let tag = if i % 2 == 0 { "v2" } else { "v1" };
+        f.deploy(tag).await.assert_code(0);
+        assert_eq!(
+            f.running_image(),
+            f.pinned(tag),
+            "rollout {i} runs exactly the resolved digest"
+        );
+        load.wait_until_serving(tag, SERVE_WAIT)
+            .await
+            .expect("new version serves");
+    }
+    let report = load.stop().await;
+    println!("hoist: 10 rollouts v1<->v2 at 100 req/s: {report}");
+    assert!(report.sent > 1000, "the load ran throughout: {report}");
+    assert_eq!(
+        report.failed, 0,
+        "no request may fail during rollouts: {report}"
+    );
+
+    let history = f.history().await;
+    assert_eq!(history.len(), 10);
+    for d in &history {
+        assert_eq!(d["outcome"], "succeeded", "{d:#}");
+        let steps: Vec<&str> = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                "resolve", "pull", "start", "health", "switch", "drain", "record"
+            ]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_shutdown_and_throttle_wait_fail_no_request() {
+    // Without api_url hoist waits out Traefik's throttle; the slow app needs 3 s to exit.
+    let f = Fixture::start(Options {
+        tags: vec![("v1", Variant::V1), ("slow", Variant::Slow)],
+        api: false,
+        ..Options::default()
+    })
+    .await;
+    let load = f.load();
+    load.wait_until_serving("v1", SERVE_WAIT)
+        .await
+        .expect("v1 serves");
+    for tag in ["slow", "v1", "slow", "v1"] {
+        f.deploy(tag).await.assert_code(0);
+        load.wait_until_serving(tag, SERVE_WAIT)
+            .await
+            .expect("serves");
+    }
+    let report = load.stop().await;
+    println!("hoist: 4 rollouts v1<->slow at 100 req/s: {report}");
+    assert_eq!(report.failed, 0, "{report}");
+
+    // Stopping the slow container waited for its 3 s shutdown instead of killing it.
+    let history = f.history().await;
+    let from_slow = history
+        .iter()
+        .find(|d| d["to_tag"] == "v1" && d["from_digest"] == f.digests["slow"].as_str())
+        .expect("a rollout away from slow");
+    let drain_ms = from_slow["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "drain")
+        .unwrap()["duration_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        drain_ms >= 1000 + 3000,
+        "drain took {drain_ms} ms; expected drain (1 s) + the app's 3 s shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broken_image_never_reaches_traffic_and_rolls_back() {
+    let f = Fixture::start(Options {
+        tags: vec![("v1", Variant::V1), ("broken", Variant::Broken)],
+        health_timeout: "6s",
+        ..Options::default()
+    })
+    .await;
+    let load = f.load();
+    load.wait_until_serving("v1", SERVE_WAIT)
+        .await
+        .expect("v1 serves");
+    let before = f.project.running();
+
+    let run = f.deploy("broken").await;
+    run.assert_code(1);
+    assert!(run.stdout.contains("rolled back"), "{}", run.text());
+    assert!(
+        run.stderr.contains("not healthy after 6s"),
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.stderr.contains("500"),
+        "the last probe output names the failure: {}",
+        run.text()
+    );
+
+    assert_eq!(
+        f.project.running(),
+        before,
+        "the old container is untouched"
+    );
+    assert_eq!(
+        f.project.containers().len(),
+        1,
+        "the broken container was removed"
+    );
+    let report = load.stop().await;
+    println!("hoist: broken rollout at 100 req/s: {report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(
+        report.versions.get("broken"),
+        None,
+        "the broken version never served: {report}"
+    );
+
+    let history = f.history().await;
+    assert_eq!(history[0]["outcome"], "rolled_back");
+    assert_eq!(history[0]["step"], "health");
+    assert!(history[0]["error"].as_str().unwrap().contains("last probe"));
+    // The env file still names the old image.
+    let env = std::fs::read_to_string(f.project.env_file()).unwrap();
+    assert!(env.contains(":v1"), "{env}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_image_healthcheck_decides_without_health_path() {
+    let f = Fixture::start(Options {
+        tags: vec![
+            ("v1", Variant::V1),
+            ("v2", Variant::V2),
+            ("broken", Variant::Broken),
+        ],
+        health_path: false,
+        health_timeout: "6s",
+        ..Options::default()
+    })
+    .await;
+    let load = f.load();
+    load.wait_until_serving("v1", SERVE_WAIT)
+        .await
+        .expect("v1 serves");
+    f.deploy("v2").await.assert_code(0);
+    load.wait_until_serving("v2", SERVE_WAIT)
+        .await
+        .expect("v2 serves");
+    let run = f.deploy("broken").await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("last probe"), "{}", run.text());
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(f.running_image(), f.pinned("v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plain_compose_recreate_drops_requests_for_comparison() {
+    let f = Fixture::start(Options::default()).await;
+    let load = f.load();
+    load.wait_until_serving("v1", SERVE_WAIT)
+        .await
+        .expect("v1 serves");
+    std::fs::write(f.project.env_file(), format!("WEB_IMAGE={}:v2\n", f.repo)).unwrap();
+    f.compose_up();
+    load.wait_until_serving("v2", Duration::from_secs(60))
+        .await
+        .expect("compose brought v2 up");
+    let report = load.stop().await;
+    println!("docker-compose up -d recreate at 100 req/s: {report}");
+    assert!(
+        report.failed > 0,
+        "a plain compose recreate should drop requests through the Traefik stand-in \
+         (otherwise the zero-failure assertions prove nothing): {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn env_file_keeps_compose_on_the_deployed_digest_and_rollback_returns() {
+    let f = Fixture::start(Options::default()).await;
+    f.deploy("v2").await.assert_code(0);
+    let env = std::fs::read_to_string(f.project.env_file()).unwrap();
+    assert_eq!(env, format!("WEB_IMAGE={}\n", f.pinned("v2")));
+
+    // An operator's `docker compose up -d` must not roll the service back to v1.
+    f.compose_up();
+    f.proxy
+        .wait_for_servers(SERVICE, 1, SERVE_WAIT)
+        .await
+        .expect("compose's container is routed");
+    assert_eq!(f.running_image(), f.pinned("v2"));
+
+    // `hoist rollback` redeploys the previous digest through the same steps.
+    let run = f.hoist(&["rollback", SERVICE]).await;
+    run.assert_code(0);
+    assert_eq!(f.running_image(), f.pinned("v1"));
+    let history = f.history().await;
+    assert_eq!(history[0]["trigger"], "rollback");
+    assert_eq!(history[0]["to_digest"], f.digests["v1"].as_str());
+    // And the default target is the service's track (v2).
+    f.hoist(&["deploy", SERVICE]).await.assert_code(0);
+    assert_eq!(f.running_image(), f.pinned("v2"));
+    // Deploying what already runs changes nothing.
+    let run = f.hoist(&["deploy", SERVICE]).await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("nothing to do"), "{}", run.text());
+    assert_eq!(f.history().await[0]["outcome"], "noop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compose_v2_naming_is_followed() {
+    let f = Fixture::start(Options::default()).await;
+    // docker compose v2 names containers project-service-N; Debian ships v1, so rename
+    // the container v1 created into v2's scheme.
+    let old = f.project.running().remove(0);
+    let v2_name = format!("{}-web-1", f.project.name);
+    let out = crate::support::images::docker(&["rename", &old, &v2_name]);
+    assert!(out.status.success());
+    f.deploy("v2").await.assert_code(0);
+    let running = f.project.running();
+    let out = crate::support::images::docker(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{index .Config.Labels \"com.docker.compose.container-number\"}}",
+        &running[0],
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("/{}-web-2 2", f.project.name)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_container_keeps_the_compose_configuration() {
+    let f = Fixture::start(Options::default()).await;
+    f.deploy("v2").await.assert_code(0);
+    let id = f.project.running().remove(0);
+    let out = crate::support::images::docker(&[
+        "inspect",
+        "-f",
+        "{{.Name}}|{{range .Config.Env}}{{.}};{{end}}|{{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{join $v.Aliases \",\"}}{{end}}",
+        &id,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let parts: Vec<&str> = text.split('|').collect();
+    assert_eq!(
+        parts[0],
+        format!("/{}_web_2", f.project.name),
+        "compose v1 naming, next number"
+    );
+    assert!(
+        parts[1].contains("APP_SETTING=from-compose"),
+        "compose env kept: {text}"
+    );
+    assert!(
+        parts[1].contains("DEMO_VERSION=v2"),
+        "the new image's env applies: {text}"
+    );
+    assert_eq!(parts[2], "unless-stopped");
+    assert_eq!(parts[3], "web");
+    assert!(
+        parts[4].starts_with(&format!("{}:", f.project.network())) && parts[4].contains("web"),
+        "network alias kept: {text}"
+    );
+}

@@ -1,0 +1,362 @@
+//! Running the real `hoist` binary against a test's world, and the fixture that builds that
+//! world: a registry with the demo images, a compose project started with `docker-compose`
+//! from a compose file that carries `hoist labels` output, the Traefik stand-in in front,
+//! and a hoist config and state directory of its own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::images::{self, Variant};
+use super::load::{Load, LoadConfig};
+use super::project::Project;
+use super::proxy::{Proxy, ProxyConfig};
+use super::registry::TestRegistry;
+
+pub const HOIST: &str = env!("CARGO_BIN_EXE_hoist");
+/// The hoist service every fixture deploys.
+pub const SERVICE: &str = "web";
+
+/// The output of one `hoist` invocation.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code:\n{}", self.text());
+        self
+    }
+}
+
+/// Runs `hoist --config <config> <args>` with an empty Docker client config (tests never
+/// read the user's credentials) plus `env`.
+pub async fn hoist(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let docker_config = config.with_file_name("docker-client");
+    std::fs::create_dir_all(&docker_config).expect("docker client dir");
+    let mut command = tokio::process::Command::new(HOIST);
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("DOCKER_CONFIG", &docker_config)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    Run::from(command.output().await.expect("run hoist"))
+}
+
+#[derive(Clone)]
+pub struct Options {
+    /// Tags pushed before the project starts.
+    pub tags: Vec<(&'static str, Variant)>,
+    /// The tag `docker-compose up` starts with.
+    pub initial: &'static str,
+    /// `health_path = "/healthz"`; without it the image's HEALTHCHECK is wrapped.
+    pub health_path: bool,
+    /// Point `traefik.api_url` at the proxy's API (else hoist waits out the throttle).
+    pub api: bool,
+    pub auth: bool,
+    pub drain: &'static str,
+    pub stop_timeout: &'static str,
+    pub health_timeout: &'static str,
+    /// Paste `hoist labels` output into the compose file.
+    pub fragment: bool,
+    /// More YAML under the service (indented 4 spaces).
+    pub compose_extra: &'static str,
+    /// More TOML in the service's table.
+    pub service_extra: &'static str,
+    /// What the service tracks.
+    pub track: &'static str,
+    /// Rewrites the `hoist labels` output before it goes into the compose file.
+    pub edit_fragment: fn(String) -> String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tags: vec![("v1", Variant::V1), ("v2", Variant::V2)],
+            initial: "v1",
+            health_path: true,
+            api: true,
+            auth: false,
+            drain: "1s",
+            stop_timeout: "10s",
+            health_timeout: "20s",
+            fragment: true,
+            compose_extra: "",
+            service_extra: "",
+            track: "v2",
+            edit_fragment: |f| f,
+        }
+    }
+}
+
+pub struct Fixture {
+    pub project: Project,
+    pub proxy: Proxy,
+    pub registry: TestRegistry,
+    pub state: TempDir,
+    pub config: PathBuf,
+    /// `127.0.0.1:PORT/<project>/web`, no tag.
+    pub repo: String,
+    /// Digest per pushed tag.
+    pub digests: HashMap<String, String>,
+    pub host: String,
+    pub options: Options,
+}
+
+impl Fixture {
+    pub async fn start(options: Options) -> Fixture {
+        super::require_docker();
+        let project = Project::new("h");
+        let registry = if options.auth {
+            TestRegistry::start_with_auth("deploy-bot", "s3cret-pw").await
+        } else {
+            TestRegistry::start().await
+        };
+        let repo_path = format!("{}/web", project.name);
+        let mut digests = HashMap::new();
+        for (tag, variant) in &options.tags {
+            let digest = images::push(&registry, &repo_path, *variant, tag).await;
+            digests.insert((*tag).to_string(), digest);
+        }
+        let repo = registry.repo(&repo_path);
+        let state = tempfile::Builder::new()
+            .prefix("hoist-state-")
+            .tempdir()
+            .expect("state dir");
+        let host = format!("{}.test", project.name);
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .expect("docker")
+            .negotiate_version()
+            .await
+            .expect("docker version");
+        let proxy = Proxy::start(docker, ProxyConfig::new(&project.name))
+            .await
+            .expect("start the Traefik stand-in");
+        let mut fixture = Fixture {
+            config: state.path().join("hoist.toml"),
+            project,
+            proxy,
+            registry,
+            state,
+            repo,
+            digests,
+            host,
+            options,
+        };
+        fixture.write_config("");
+        fixture.write_compose().await;
+        std::fs::write(
+            fixture.project.env_file(),
+            format!("WEB_IMAGE={}:{}\n", fixture.repo, fixture.options.initial),
+        )
+        .expect("write .env");
+        fixture.compose_up();
+        fixture
+            .proxy
+            .wait_for_servers(SERVICE, 1, Duration::from_secs(60))
+            .await
+            .expect("the compose-started container is routed");
+        fixture
+    }
+
+    /// Writes hoist.toml; `registries` is extra TOML (e.g. `[[registries]]` tables).
+    pub fn write_config(&mut self, registries: &str) {
+        let o = &self.options;
+        let api = if o.api {
+            format!("api_url = \"{}\"\n", self.proxy.api_url())
+        } else {
+            String::new()
+        };
+        let health = if o.health_path {
+            "health_path = \"/healthz\"\n"
+        } else {
+            ""
+        };
+        let auth = match &self.registry.auth {
+            Some((user, password)) if registries.is_empty() => {
+                let file = self.state.path().join("registry-password");
+                std::fs::write(&file, format!("{password}\n")).expect("password file");
+                format!(
+                    "[[registries]]\nhost = \"{}\"\nusername = \"{user}\"\npassword_file = \"{}\"\n\n",
+                    self.registry.addr,
+                    file.display()
+                )
+            }
+            _ => registries.to_string(),
+        };
+        let text = format!(
+            r#"[state]
+dir = "{state}"
+
+[traefik]
+network = "{network}"
+entrypoints = ["websecure"]
+throttle = "2s"
+{api}
+{auth}[[services]]
+name = "{SERVICE}"
+environment = "stage"
+compose_project = "{project}"
+compose_service = "web"
+image = "{repo}"
+track = "{track}"
+host = "{host}"
+port = 8000
+{health}health_timeout = "{health_timeout}"
+drain = "{drain}"
+stop_timeout = "{stop_timeout}"
+env_file = "{env_file}"
+env_var = "WEB_IMAGE"
+{extra}
+"#,
+            state = self.state.path().join("state").display(),
+            network = self.project.network(),
+            project = self.project.name,
+            repo = self.repo,
+            host = self.host,
+            health_timeout = o.health_timeout,
+            drain = o.drain,
+            stop_timeout = o.stop_timeout,
+            env_file = self.project.env_file().display(),
+            extra = o.service_extra,
+            track = o.track,
+        );
+        std::fs::write(&self.config, text).expect("write hoist.toml");
+    }
+
+    async fn write_compose(&self) {
+        let fragment = if self.options.fragment {
+            let run = self.hoist(&["labels", SERVICE]).await;
+            run.assert_code(0);
+            indent(&(self.options.edit_fragment)(run.stdout.clone()), 4)
+        } else {
+            String::new()
+        };
+        let yaml = format!(
+            "version: \"3.7\"\nservices:\n  web:\n    image: ${{WEB_IMAGE}}\n    restart: unless-stopped\n    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n{fragment}{extra}networks:\n  web:\n    name: {network}\n",
+            extra = self.options.compose_extra,
+            network = self.project.network(),
+        );
+        self.project.write_compose(&yaml);
+    }
+
+    pub fn compose_up(&self) {
+        let config = self.registry.docker_config_dir();
+        let file = self.project.compose_file().display().to_string();
+        let out = std::process::Command::new("docker-compose")
+            .current_dir(self.project.path())
+            .env("DOCKER_CONFIG", config)
+            .args([
+                "--no-ansi",
+                "-p",
+                &self.project.name,
+                "-f",
+                &file,
+                "up",
+                "-d",
+            ])
+            .output()
+            .expect("docker-compose");
+        assert!(
+            out.status.success(),
+            "docker-compose up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub async fn hoist(&self, args: &[&str]) -> Run {
+        hoist(&self.config, args, &[]).await
+    }
+
+    pub async fn hoist_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        hoist(&self.config, args, env).await
+    }
+
+    pub async fn deploy(&self, tag: &str) -> Run {
+        self.hoist(&["deploy", SERVICE, "--tag", tag]).await
+    }
+
+    /// 100 requests/s through the proxy, every 10th held 300 ms by the app so that
+    /// requests are in flight whenever a container leaves.
+    pub fn load(&self) -> Load {
+        Load::start(LoadConfig {
+            target: self.proxy.addr(),
+            host: self.host.clone(),
+            rate: 100,
+            slow_every: Some((10, 300)),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// The journal as `hoist history --json` prints it.
+    pub async fn history(&self) -> Vec<serde_json::Value> {
+        let run = self
+            .hoist(&["history", SERVICE, "--json", "--limit", "100"])
+            .await;
+        run.assert_code(0);
+        serde_json::from_str(&run.stdout).expect("history JSON")
+    }
+
+    /// The image reference of the single running container (asserts there is one).
+    pub fn running_image(&self) -> String {
+        let running = self.project.running();
+        assert_eq!(
+            running.len(),
+            1,
+            "expected one running container, found {running:?}"
+        );
+        let out = images::docker(&["inspect", "-f", "{{.Config.Image}}", &running[0]]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn pinned(&self, tag: &str) -> String {
+        format!("{}@{}", self.repo, self.digests[tag])
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        images::forget(&self.registry.addr);
+    }
+}
+
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

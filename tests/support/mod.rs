@@ -1,0 +1,26 @@
+//! Test support shared by the integration tests and the benchmark: real Docker, a real
+//! registry, real docker-compose, a Traefik stand-in and a load generator.
+#![allow(dead_code)]
+
+pub mod hoist;
+pub mod images;
+pub mod load;
+pub mod project;
+pub mod proxy;
+pub mod registry;
+
+/// Fails with a clear message when there is no Docker engine: these tests need a real one.
+pub fn require_docker() {
+    let out = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "the Docker engine is not reachable (`docker info` failed): {}. \
+             hoist's tests run against a real engine; start dockerd.",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("the docker CLI is not installed ({e}); hoist's tests need Docker"),
+    }
+}
