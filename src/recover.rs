@@ -60,7 +60,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         .as_deref()
         .and_then(Step::parse)
         .unwrap_or(Step::Resolve);
-    let mut new_ids: Vec<String> = rollout::created_by(ctx, d.id)
+    let mut new_ids: Vec<String> = rollout::created_by(ctx, service, d.id)
         .await?
         .into_iter()
         .filter_map(|c| c.id)

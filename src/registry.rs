@@ -290,6 +290,7 @@ impl Registry {
                 detail: "HTTP 401 without an authentication challenge".into(),
             })?;
         let credentials = self.credentials_for(repo);
+        let basic_challenge = challenge == Challenge::Basic;
         let auth = match challenge {
             Challenge::Basic => {
                 let Some(c) = credentials else {
@@ -317,17 +318,23 @@ impl Registry {
         self.auth_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, auth.clone());
+            .insert(key.clone(), auth.clone());
         let response = build(&self.http)
             .header(header::AUTHORIZATION, auth.header.expose())
             .send()
             .await
             .map_err(|e| self.unreachable(repo, e))?;
         if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(self.unauthorized(
-                repo,
-                &format!("{what}: the registry refused the token it issued"),
-            ));
+            self.auth_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            let why = if basic_challenge {
+                "the registry rejected the configured credentials"
+            } else {
+                "the registry refused the token it issued"
+            };
+            return Err(self.unauthorized(repo, &format!("{what}: {why}")));
         }
         self.check_rate_limit(repo, response)
     }

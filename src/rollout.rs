@@ -647,7 +647,7 @@ impl Rollout<'_> {
 
     /// Creation may have failed after the container existed: find it by its journal label.
     async fn discard_created(&self) -> Result<(), StepError> {
-        for c in created_by(self.ctx, self.id).await? {
+        for c in created_by(self.ctx, self.service, self.id).await? {
             if let Some(id) = c.id {
                 self.ctx.engine.remove(&id).await?;
             }
@@ -889,13 +889,20 @@ pub(crate) async fn retire(
     Ok(())
 }
 
-/// Containers created by journal entry `deploy_id`.
+/// Containers of `service` created by journal entry `deploy_id`. Journal ids are only
+/// unique within one state database, so the compose labels narrow the search to this
+/// service (another hoist, e.g. a test, may use the same ids on the same engine).
 pub(crate) async fn created_by(
     ctx: &Context,
+    service: &ServiceConfig,
     deploy_id: i64,
 ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
     ctx.engine
-        .containers_with_labels(&[(compose::DEPLOY_LABEL, &deploy_id.to_string())])
+        .containers_with_labels(&[
+            (compose::PROJECT, &service.compose_project),
+            (compose::SERVICE, &service.compose_service),
+            (compose::DEPLOY_LABEL, &deploy_id.to_string()),
+        ])
         .await
 }
 

@@ -15,7 +15,13 @@
 //! - `pkg/middlewares/retry/retry.go`: a retry happens only while the request has not been
 //!   written to a backend connection, i.e. when no connection could be had at all. Go's HTTP
 //!   transport adds its own replay of idempotent requests whose reused keep-alive connection
-//!   died; [`Transport`] reproduces both.
+//!   died; `Transport` below reproduces both.
+//!
+//! Not emulated: TLS (the entrypoint speaks plain HTTP/1.1; `tls*` labels only take part in
+//! the merge comparison), matchers other than `Host`, middlewares other than `retry` (they
+//! pass requests through unchanged), the retry back-off interval, Traefik's active health
+//! checks, `allowEmptyServices`, and events of containers outside the project (real Traefik
+//! re-lists on those too, and each re-list costs a throttle period).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -1083,7 +1089,9 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // E.g. out of file descriptors: pause instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
