@@ -19,7 +19,7 @@ use crate::config::ServiceConfig;
 use crate::context::Context;
 use crate::engine::{Health, short};
 use crate::image::Digest;
-use crate::rollout::{self, Quiet, Step, StepError};
+use crate::rollout::{self, Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,8 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         None => None,
     };
     let prefix = format!("hoist stopped during {step}");
+    let clocks = Clocks::default();
+    let scope = Scope::new(&Quiet, step, &clocks);
 
     let mut healthy_new = None;
     for id in &new_ids {
@@ -91,10 +93,10 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     {
         if let Some((old_id, inspect)) = &old {
             let ip = compose::ip_on(inspect, &ctx.config.traefik.network);
-            rollout::take_out(ctx, service, old_id, ip.as_deref(), &Quiet, Step::Drain).await?;
+            rollout::take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
         }
         for other in new_ids.iter().filter(|id| **id != new) {
-            rollout::retire(ctx, service, other, None, &Quiet, step).await?;
+            rollout::retire(ctx, service, other, None, scope).await?;
         }
         rollout::record_current(ctx, service, d.to_tag.as_deref(), &digest, d.id)?;
         return Ok(format!(
@@ -109,7 +111,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
             Ok(i) => compose::ip_on(&i, &ctx.config.traefik.network),
             Err(_) => None,
         };
-        rollout::retire(ctx, service, id, ip.as_deref(), &Quiet, step).await?;
+        rollout::retire(ctx, service, id, ip.as_deref(), scope).await?;
     }
     match &old {
         Some((old_id, inspect)) => {

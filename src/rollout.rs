@@ -15,6 +15,7 @@
 //! Every step is entered in the journal before it acts, so that after a crash `recover`
 //! knows how far a rollout got.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bollard::models::ContainerInspectResponse;
@@ -30,7 +31,7 @@ use crate::image::{self, Digest, Repository};
 use crate::lock::{LockError, ServiceLock};
 use crate::recover;
 use crate::registry::{RegistryError, Resolved};
-use crate::store::{NewDeploy, Outcome, Resolution, StoreError, now_ms};
+use crate::store::{NewDeploy, Outcome, Resolution, StepRecord, StoreError, millis, now_ms};
 use crate::traefik::{self, Confirmation, Routing, RoutingTimeout};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,6 +117,67 @@ pub trait Observer: Send + Sync {
 /// An observer that only relies on the log lines.
 pub struct Quiet;
 impl Observer for Quiet {}
+
+/// Time a step spends outside hoist's own work, kept apart in the journal so that hoist's
+/// overhead can be told from the waits it is told to make.
+#[derive(Debug, Default)]
+pub struct Clocks {
+    /// Waiting on the outside world: the app getting healthy, Traefik, the cord taking
+    /// effect, the configured drain, the app stopping.
+    waited: Mutex<Duration>,
+    /// The Docker engine creating, starting and removing containers.
+    engine: Mutex<Duration>,
+}
+
+impl Clocks {
+    fn add(counter: &Mutex<Duration>, d: Duration) {
+        *counter.lock().unwrap_or_else(|e| e.into_inner()) += d;
+    }
+
+    fn take(&self) -> (Duration, Duration) {
+        let take =
+            |m: &Mutex<Duration>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+        (take(&self.waited), take(&self.engine))
+    }
+}
+
+/// What a step reports to: progress for the observer, and its [`Clocks`].
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    observer: &'a dyn Observer,
+    step: Step,
+    clocks: &'a Clocks,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(observer: &'a dyn Observer, step: Step, clocks: &'a Clocks) -> Self {
+        Scope {
+            observer,
+            step,
+            clocks,
+        }
+    }
+
+    pub fn progress(&self, message: &str) {
+        self.observer.progress(self.step, message);
+    }
+
+    /// Runs `work`, counting its time as waiting on the outside world.
+    pub async fn wait<T>(&self, work: impl Future<Output = T>) -> T {
+        let clock = Instant::now();
+        let out = work.await;
+        Clocks::add(&self.clocks.waited, clock.elapsed());
+        out
+    }
+
+    /// Runs `work`, counting its time as the Docker engine's.
+    pub async fn engine<T>(&self, work: impl Future<Output = T>) -> T {
+        let clock = Instant::now();
+        let out = work.await;
+        Clocks::add(&self.clocks.engine, clock.elapsed());
+        out
+    }
+}
 
 /// How a rollout ended.
 #[derive(Debug, Clone)]
@@ -219,6 +281,7 @@ pub async fn run(
         service,
         id,
         observer,
+        clocks: Clocks::default(),
     };
     let report = rollout.execute(&request.target).await;
     let error = report.error.as_deref();
@@ -240,6 +303,7 @@ struct Rollout<'a> {
     service: &'a ServiceConfig,
     id: i64,
     observer: &'a dyn Observer,
+    clocks: Clocks,
 }
 
 impl Rollout<'_> {
@@ -260,6 +324,22 @@ impl Rollout<'_> {
             from,
             to,
         }
+    }
+
+    fn scope(&self, step: Step) -> Scope<'_> {
+        Scope::new(self.observer, step, &self.clocks)
+    }
+
+    /// Takes the new container away again after a failed step.
+    async fn withdraw(&self, new: &Started, step: Step) -> Result<(), StepError> {
+        retire(
+            self.ctx,
+            self.service,
+            &new.id,
+            new.ip.as_deref(),
+            self.scope(step),
+        )
+        .await
     }
 
     async fn execute(&self, target: &Target) -> Report {
@@ -296,43 +376,19 @@ impl Rollout<'_> {
         };
 
         if let Err(e) = self.timed(Step::Health, self.health(&new)).await {
-            let cleanup = retire(
-                self.ctx,
-                self.service,
-                &new.id,
-                new.ip.as_deref(),
-                self.observer,
-                Step::Health,
-            )
-            .await;
+            let cleanup = self.withdraw(&new, Step::Health).await;
             return fail(Step::Health, Outcome::RolledBack, with_cleanup(e, cleanup));
         }
 
         if let Err(e) = self.timed(Step::Switch, self.switch(&new)).await {
-            let cleanup = retire(
-                self.ctx,
-                self.service,
-                &new.id,
-                new.ip.as_deref(),
-                self.observer,
-                Step::Switch,
-            )
-            .await;
+            let cleanup = self.withdraw(&new, Step::Switch).await;
             return fail(Step::Switch, Outcome::RolledBack, with_cleanup(e, cleanup));
         }
 
         if let Err(e) = self.timed(Step::Drain, self.drain(&plan.old)).await {
             // The old container was not stopped: give it its cord back and withdraw the new.
             let restored = self.ctx.cord.restore(&plan.old.id).map_err(StepError::from);
-            let cleanup = retire(
-                self.ctx,
-                self.service,
-                &new.id,
-                new.ip.as_deref(),
-                self.observer,
-                Step::Drain,
-            )
-            .await;
+            let cleanup = self.withdraw(&new, Step::Drain).await;
             return fail(
                 Step::Drain,
                 Outcome::RolledBack,
@@ -362,21 +418,32 @@ impl Rollout<'_> {
         }
         fault::point(step.as_str());
         self.observer.started(step);
+        self.clocks.take();
         let started_at = now_ms();
         let clock = Instant::now();
         let result = work.await;
         let elapsed = clock.elapsed();
+        let (waited, engine) = self.clocks.take();
         let (ok, detail) = match &result {
             Ok((_, detail)) => (true, detail.clone()),
             Err(e) => (false, e.to_string()),
         };
         tracing::info!(service = %self.service.name, deploy = self.id, step = step.as_str(),
-            ms = elapsed.as_millis() as u64, ok, "{detail}");
+            ms = elapsed.as_millis() as u64, waited_ms = waited.as_millis() as u64, engine_ms = engine.as_millis() as u64, ok, "{detail}");
         self.observer
             .finished(step, elapsed, if ok { Ok(&detail) } else { Err(&detail) });
-        self.ctx
-            .store
-            .record_step(self.id, step, started_at, elapsed, ok, Some(&detail))?;
+        self.ctx.store.record_step(
+            self.id,
+            &StepRecord {
+                step: step.as_str().to_string(),
+                started_at,
+                duration_ms: millis(elapsed),
+                waited_ms: millis(waited),
+                engine_ms: millis(engine),
+                ok,
+                detail: Some(detail),
+            },
+        )?;
         result.map(|(value, _)| value)
     }
 
@@ -570,7 +637,7 @@ impl Rollout<'_> {
             .pull(&reference, credentials.as_ref(), repo.registry(), |line| {
                 if last.elapsed() >= Duration::from_millis(200) {
                     last = Instant::now();
-                    self.observer.progress(Step::Pull, line);
+                    self.scope(Step::Pull).progress(line);
                 }
             })
             .await?;
@@ -623,13 +690,16 @@ impl Rollout<'_> {
             number,
             deploy_id: self.id,
         });
-        let id = ctx.engine.create(&new.name, new.body).await?;
+        let scope = self.scope(Step::Start);
+        let id = scope.engine(ctx.engine.create(&new.name, new.body)).await?;
         ctx.store.set_new_container(self.id, &id)?;
         fault::point("start:created");
         for (network, endpoint) in new.extra_networks {
-            ctx.engine.connect_network(&network, &id, endpoint).await?;
+            scope
+                .engine(ctx.engine.connect_network(&network, &id, endpoint))
+                .await?;
         }
-        ctx.engine.start(&id).await?;
+        scope.engine(ctx.engine.start(&id)).await?;
         let inspect = ctx.engine.inspect(&id).await?;
         let ip = compose::ip_on(&inspect, &ctx.config.traefik.network);
         Ok((
@@ -656,6 +726,15 @@ impl Rollout<'_> {
     }
 
     async fn health(&self, new: &Started) -> Result<((), String), StepError> {
+        let scope = self.scope(Step::Health);
+        scope.wait(self.await_healthy(new, scope)).await
+    }
+
+    async fn await_healthy(
+        &self,
+        new: &Started,
+        scope: Scope<'_>,
+    ) -> Result<((), String), StepError> {
         let ctx = self.ctx;
         let timeout = self.service.health_timeout;
         let clock = Instant::now();
@@ -693,19 +772,16 @@ impl Rollout<'_> {
             }
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = Instant::now();
-                self.observer.progress(
-                    Step::Health,
-                    &format!(
-                        "{} {:.0}s/{}s{}",
-                        status.health.as_str(),
-                        clock.elapsed().as_secs_f64(),
-                        timeout.as_secs(),
-                        status
-                            .last_probe
-                            .map(|p| format!(" (last probe: {p})"))
-                            .unwrap_or_default()
-                    ),
-                );
+                scope.progress(&format!(
+                    "{} {:.0}s/{}s{}",
+                    status.health.as_str(),
+                    clock.elapsed().as_secs_f64(),
+                    timeout.as_secs(),
+                    status
+                        .last_probe
+                        .map(|p| format!(" (last probe: {p})"))
+                        .unwrap_or_default()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -720,9 +796,12 @@ impl Rollout<'_> {
         };
         let url = Routing::server_url(ip, self.service.port);
         let how = self
-            .ctx
-            .routing
-            .await_server(&self.service.name, &url, true)
+            .scope(Step::Switch)
+            .wait(
+                self.ctx
+                    .routing
+                    .await_server(&self.service.name, &url, true),
+            )
             .await?;
         Ok((
             (),
@@ -742,8 +821,7 @@ impl Rollout<'_> {
             self.service,
             &old.id,
             old.ip.as_deref(),
-            self.observer,
-            Step::Drain,
+            self.scope(Step::Drain),
         )
         .await?;
         Ok(((), detail))
@@ -799,8 +877,7 @@ pub(crate) async fn take_out(
     service: &ServiceConfig,
     id: &str,
     ip: Option<&str>,
-    observer: &dyn Observer,
-    step: Step,
+    scope: Scope<'_>,
 ) -> Result<String, StepError> {
     ctx.cord.cut(id)?;
     fault::point("drain:cut");
@@ -808,7 +885,8 @@ pub(crate) async fn take_out(
     // Enough for RETRIES failed probes even if each one times out, plus scheduling slack.
     let patience =
         (drain::INTERVAL + drain::TIMEOUT) * drain::RETRIES as u32 + Duration::from_secs(5);
-    loop {
+    let left_pool = scope.wait(async {
+        loop {
         match ctx.engine.status(id).await? {
             None => break,
             Some(s) if !s.running || s.health != Health::Healthy => break,
@@ -823,34 +901,36 @@ pub(crate) async fn take_out(
             Some(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        }
+        Ok::<(), StepError>(())
+    });
+    left_pool.await?;
     let unhealthy_after = clock.elapsed();
-    observer.progress(
-        step,
-        &format!("{} left the pool; waiting for Traefik", short(id)),
-    );
+    scope.progress(&format!("{} left the pool; waiting for Traefik", short(id)));
     let how = match ip {
         Some(ip) => {
-            ctx.routing
-                .await_server(&service.name, &Routing::server_url(ip, service.port), false)
+            let url = Routing::server_url(ip, service.port);
+            scope
+                .wait(ctx.routing.await_server(&service.name, &url, false))
                 .await?
         }
         None => {
-            tokio::time::sleep(ctx.routing.settle_time()).await;
+            scope
+                .wait(tokio::time::sleep(ctx.routing.settle_time()))
+                .await;
             Confirmation::Waited
         }
     };
-    observer.progress(
-        step,
-        &format!(
-            "letting in-flight requests finish ({}s)",
-            service.drain.as_secs()
-        ),
-    );
-    tokio::time::sleep(service.drain).await;
-    ctx.engine.stop(id, service.stop_timeout).await?;
+    scope.progress(&format!(
+        "letting in-flight requests finish ({}s)",
+        service.drain.as_secs()
+    ));
+    scope.wait(tokio::time::sleep(service.drain)).await;
+    scope
+        .wait(ctx.engine.stop(id, service.stop_timeout))
+        .await?;
     fault::point("drain:stopped");
-    ctx.engine.remove(id).await?;
+    scope.engine(ctx.engine.remove(id)).await?;
     ctx.cord.restore(id)?;
     Ok(format!(
         "{} unhealthy after {:.1}s, {} Traefik, drained {}s, stopped and removed",
@@ -871,8 +951,7 @@ pub(crate) async fn retire(
     service: &ServiceConfig,
     id: &str,
     ip: Option<&str>,
-    observer: &dyn Observer,
-    step: Step,
+    scope: Scope<'_>,
 ) -> Result<(), StepError> {
     let routed = ctx
         .engine
@@ -880,9 +959,9 @@ pub(crate) async fn retire(
         .await?
         .is_some_and(|s| s.running && s.health == Health::Healthy);
     if routed {
-        take_out(ctx, service, id, ip, observer, step).await?;
+        take_out(ctx, service, id, ip, scope).await?;
     } else {
-        ctx.engine.remove(id).await?;
+        scope.engine(ctx.engine.remove(id)).await?;
         ctx.cord.restore(id)?;
     }
     tracing::info!(service = %service.name, container = short(id), "Removed the new container; the old one keeps serving");

@@ -59,6 +59,10 @@ const MIGRATIONS: &[&str] = &[
         deployed_at INTEGER NOT NULL,
         deploy_id INTEGER
     );",
+    // 2: time each step spent waiting on the outside world and on the Docker engine
+    // (see rollout::Clocks).
+    "ALTER TABLE deploy_steps ADD COLUMN waited_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE deploy_steps ADD COLUMN engine_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,10 @@ impl Outcome {
     }
 }
 
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// One row of the journal with its steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct Deploy {
@@ -152,6 +160,10 @@ pub struct StepRecord {
     pub step: String,
     pub started_at: i64,
     pub duration_ms: i64,
+    /// Part of the duration spent waiting on the app, Traefik or the configured periods.
+    pub waited_ms: i64,
+    /// Part of the duration the Docker engine spent creating, starting, removing containers.
+    pub engine_ms: i64,
     pub ok: bool,
     pub detail: Option<String>,
 }
@@ -310,26 +322,20 @@ impl Store {
         Ok(())
     }
 
-    pub fn record_step(
-        &self,
-        id: i64,
-        step: Step,
-        started_at: i64,
-        duration: Duration,
-        ok: bool,
-        detail: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub fn record_step(&self, id: i64, record: &StepRecord) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO deploy_steps (deploy_id, step, started_at, duration_ms, ok, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO deploy_steps (deploy_id, step, started_at, duration_ms, waited_ms, engine_ms, ok, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     id,
-                    step.as_str(),
-                    started_at,
-                    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
-                    ok,
-                    detail
+                    record.step,
+                    record.started_at,
+                    record.duration_ms,
+                    record.waited_ms,
+                    record.engine_ms,
+                    record.ok,
+                    record.detail
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -508,7 +514,7 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let mut steps = conn
             .prepare(
-                "SELECT step, started_at, duration_ms, ok, detail FROM deploy_steps
+                "SELECT step, started_at, duration_ms, waited_ms, engine_ms, ok, detail FROM deploy_steps
                  WHERE deploy_id = ?1 ORDER BY started_at, rowid",
             )
             .map_err(|e| self.err(e))?;
@@ -519,8 +525,10 @@ impl Store {
                         step: r.get(0)?,
                         started_at: r.get(1)?,
                         duration_ms: r.get(2)?,
-                        ok: r.get(3)?,
-                        detail: r.get(4)?,
+                        waited_ms: r.get(3)?,
+                        engine_ms: r.get(4)?,
+                        ok: r.get(5)?,
+                        detail: r.get(6)?,
                     })
                 })
                 .map_err(|e| self.err(e))?
@@ -531,44 +539,64 @@ impl Store {
     }
 }
 
+/// Brings the schema up to date. Each migration runs in an IMMEDIATE transaction that
+/// re-reads the version, so two processes opening a new database at once (the CLI while
+/// the daemon starts) apply each migration exactly once.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
         source,
     };
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
-    if version > MIGRATIONS.len() {
-        return Err(StoreError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction().map_err(err)?;
+    loop {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        let Some(sql) = MIGRATIONS.get(version) else {
+            return Ok(());
+        };
         tx.execute_batch(sql).map_err(err)?;
         tx.pragma_update(
             None,
             "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
+            i64::try_from(version + 1).unwrap_or(i64::MAX),
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn temp_store() -> (Store, PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("hoist-store-{}-{}", std::process::id(), now_ms()));
-        (Store::open(&dir).unwrap(), dir)
+    fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Store::open(dir.path()).unwrap(), dir)
+    }
+
+    #[test]
+    fn concurrent_opens_of_a_new_database_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || Store::open(&path).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
     }
 
     #[test]
@@ -586,11 +614,15 @@ mod tests {
         store
             .record_step(
                 id,
-                Step::Resolve,
-                now_ms(),
-                Duration::from_millis(12),
-                true,
-                None,
+                &StepRecord {
+                    step: "resolve".into(),
+                    started_at: now_ms(),
+                    duration_ms: 12,
+                    waited_ms: 5,
+                    engine_ms: 0,
+                    ok: true,
+                    detail: None,
+                },
             )
             .unwrap();
         assert_eq!(store.running_deploys("web").unwrap().len(), 1);
@@ -598,9 +630,9 @@ mod tests {
         let d = store.deploy(id).unwrap().unwrap();
         assert_eq!(d.outcome, Outcome::Succeeded);
         assert_eq!(d.step.as_deref(), Some("pull"));
-        assert_eq!(d.steps[0].duration_ms, 12);
+        assert_eq!((d.steps[0].duration_ms, d.steps[0].waited_ms), (12, 5));
         assert!(store.running_deploys("web").unwrap().is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
+        drop(dir);
     }
 
     #[test]
@@ -619,8 +651,7 @@ mod tests {
             ("sha256:b", Some("sha256:a"))
         );
         drop(store);
-        let again = Store::open(&dir).unwrap();
+        let again = Store::open(dir.path()).unwrap();
         assert!(again.service_state("web").unwrap().is_some());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
