@@ -105,3 +105,80 @@ async fn explicit_digest_deploys_exactly_that_digest() {
         .await;
     run.assert_code(2);
 }
+
+/// The registry client against a bearer-token registry (GHCR's and Docker Hub's scheme):
+/// the token is fetched once with Basic credentials and reused, tag pages are followed,
+/// wrong credentials and rate limits give clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth_pagination_and_rate_limits() {
+    use crate::support::gateway::Gateway;
+    use crate::support::registry::TestRegistry;
+    use hoist::config::{Config, Track};
+    use hoist::image::Repository;
+    use hoist::registry::{Registry, RegistryError};
+
+    let registry = TestRegistry::start().await;
+    let mut digests = std::collections::HashMap::new();
+    for (tag, variant) in [
+        ("v1.2.9", Variant::V1),
+        ("v1.3.0", Variant::V2),
+        ("v2.0.0", Variant::Slow),
+        ("v1.4.0-rc.1", Variant::Broken),
+        ("main", Variant::V1),
+    ] {
+        digests.insert(tag, images::push(&registry, "acme/web", variant, tag).await);
+    }
+    let gateway = Gateway::start(&registry.addr, "bot", "tok3n", Some(2)).await;
+    let config_for = |password: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, password).unwrap();
+        let text = format!(
+            "[state]\ndir = \"/tmp/unused\"\n[[registries]]\nhost = \"{}\"\nusername = \"bot\"\npassword_file = \"{}\"\n[[services]]\nname = \"web\"\nenvironment = \"stage\"\ncompose_project = \"p\"\nimage = \"{}/acme/web\"\ntrack = \"main\"\nhost = \"a.test\"\nport = 80\n",
+            gateway.addr,
+            file.display(),
+            gateway.addr
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    };
+    let config = config_for("tok3n");
+    let client = Registry::with_docker_config(&config, None);
+    let repo = Repository::parse(&format!("{}/acme/web", gateway.addr)).unwrap();
+
+    let d = client.resolve(&repo, "main").await.unwrap();
+    assert_eq!(d.as_str(), digests["main"]);
+    let tags = client.list_tags(&repo).await.unwrap();
+    assert_eq!(tags.len(), 5, "all pages of 2 were followed: {tags:?}");
+    let picked = client
+        .resolve_track(
+            &repo,
+            &Track::Semver(semver::VersionReq::parse("^1").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(picked.tag.as_deref(), Some("v1.3.0"));
+    assert_eq!(picked.digest.as_str(), digests["v1.3.0"]);
+    assert_eq!(
+        gateway.tokens_issued(),
+        1,
+        "the token is cached until it expires"
+    );
+
+    gateway.set_rate_limited(true);
+    let err = client.resolve(&repo, "main").await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 7),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    gateway.set_rate_limited(false);
+
+    let wrong = Registry::with_docker_config(&config_for("wrong"), None);
+    let err = wrong.resolve(&repo, "main").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rejected the configured credentials"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("wrong"));
+}
