@@ -13,7 +13,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::hoist::{Fixture, Options};
 
@@ -24,11 +24,7 @@ const STEPS: [&str; 7] = [
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
-    let f = Fixture::start(Options::default()).await;
-    let load = f.load();
-    load.wait_until_serving("v1", Duration::from_secs(30))
-        .await
-        .expect("v1 serves");
+    let (f, load) = Fixture::start_serving(Options::default()).await;
     let mut wall = Vec::new();
     for i in 0..ROLLOUTS {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };

@@ -76,21 +76,13 @@ async fn unreadable_config_and_unknown_service_are_usage_errors() {
     let missing = dir.path().join("missing.toml");
     let run = hoist(&missing, &["check-config"], &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr.contains("cannot read config file"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("cannot read config file");
 
     let config = write(&dir, "hoist.toml", &example_config(dir.path()));
     hoist(&config, &["check-config"], &[]).await.assert_code(0);
     let run = hoist(&config, &["deploy", "nope"], &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr.contains("no service named `nope`"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("no service named `nope`");
     let run = hoist(&config, &["deploy"], &[]).await;
     run.assert_code(2);
 }
@@ -115,7 +107,7 @@ async fn shipped_example_config_passes_check_config() {
     let config = write(&dir, "hoist.toml", &text);
     let run = hoist(&config, &["check-config"], &[]).await;
     run.assert_code(0);
-    assert!(run.stdout.contains("web-stage, web-prod"), "{}", run.text());
+    run.assert_stdout("web-stage, web-prod");
 }
 
 #[tokio::test]

@@ -11,11 +11,7 @@ async fn crash_at(point: &str, survivor: &str) {
         hoist::fault::POINTS.contains(&point),
         "unknown fault point {point}"
     );
-    let f = Fixture::start(Options::default()).await;
-    let load = f.load();
-    load.wait_until_serving("v1", Duration::from_secs(30))
-        .await
-        .expect("v1 serves");
+    let (f, load) = Fixture::start_serving(Options::default()).await;
 
     let run = f
         .hoist_env(
@@ -29,11 +25,7 @@ async fn crash_at(point: &str, survivor: &str) {
         "hoist must die by SIGKILL at {point}:\n{}",
         run.text()
     );
-    assert!(
-        run.stderr.contains(&format!("SIGKILL at {point}")),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr(&format!("SIGKILL at {point}"));
     assert_eq!(
         f.history().await[0]["outcome"],
         "running",

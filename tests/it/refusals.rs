@@ -23,11 +23,7 @@ async fn different_traefik_labels_are_refused_with_the_diff() {
     let before = f.project.running();
     let run = f.deploy("v2").await;
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("different Traefik labels"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("different Traefik labels");
     assert!(
         run.stderr
             .contains("- traefik.http.middlewares.web-retry.retry.attempts=5"),
@@ -53,11 +49,7 @@ async fn a_container_without_the_drain_cord_is_refused() {
     .await;
     let run = f.deploy("v2").await;
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("lacks hoist's drain healthcheck"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("lacks hoist's drain healthcheck");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -79,12 +71,8 @@ async fn container_name_and_fixed_ports_are_refused() {
         let before = f.project.containers();
         let run = f.deploy("v2").await;
         run.assert_code(1);
-        assert!(
-            run.stderr.contains("cannot run a second container"),
-            "{}",
-            run.text()
-        );
-        assert!(run.stderr.contains(expect), "{}", run.text());
+        run.assert_stderr("cannot run a second container");
+        run.assert_stderr(expect);
         assert_eq!(f.project.containers(), before);
     }
 }
@@ -95,11 +83,7 @@ async fn no_running_container_says_to_run_compose_first() {
     f.project.compose_ok(&["stop"]);
     let run = f.deploy("v2").await;
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("run `docker compose up -d` first"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("run `docker compose up -d` first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,16 +93,12 @@ async fn registry_outage_and_missing_tag_touch_nothing() {
 
     let run = f.deploy("nope").await;
     run.assert_code(1);
-    assert!(run.stderr.contains("nope not found in"), "{}", run.text());
+    run.assert_stderr("nope not found in");
 
     f.registry.stop();
     let run = f.deploy("v2").await;
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("cannot reach registry"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("cannot reach registry");
     assert_eq!(f.project.containers(), before);
 
     // A rollback to a digest this machine has needs no registry.

@@ -26,19 +26,15 @@ async fn htpasswd_registry_with_configured_credentials() {
     ));
     let run = f.deploy("v1").await;
     run.assert_code(1);
-    assert!(run.stderr.contains("refused access"), "{}", run.text());
-    assert!(run.stderr.contains("rejected"), "{}", run.text());
+    run.assert_stderr("refused access");
+    run.assert_stderr("rejected");
     assert!(!run.text().contains("not-the-password"));
 
     // No credentials in hoist.toml: ~/.docker/config.json (DOCKER_CONFIG) is used.
     f.write_config("\n");
     let run = f.deploy("v1").await;
     run.assert_code(1);
-    assert!(
-        run.stderr.contains("credentials required"),
-        "{}",
-        run.text()
-    );
+    run.assert_stderr("credentials required");
     let client_config = f.config.with_file_name("docker-client");
     std::fs::create_dir_all(&client_config).unwrap();
     std::fs::copy(
@@ -99,7 +95,7 @@ async fn explicit_digest_deploys_exactly_that_digest() {
         ])
         .await;
     run.assert_code(1);
-    assert!(run.stderr.contains("not found"), "{}", run.text());
+    run.assert_stderr("not found");
     let run = f
         .hoist(&["deploy", SERVICE, "--digest", "sha256:xyz"])
         .await;

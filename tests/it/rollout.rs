@@ -10,11 +10,7 @@ const SERVE_WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_rollouts_under_load_fail_no_request() {
-    let f = Fixture::start(Options::default()).await;
-    let load = f.load();
-    load.wait_until_serving("v1", SERVE_WAIT)
-        .await
-        .expect("v1 serves");
+    let (f, load) = Fixture::start_serving(Options::default()).await;
     // The first rollout starts from the container docker-compose created.
     for i in 0..10 {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
@@ -58,16 +54,12 @@ async fn ten_rollouts_under_load_fail_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_shutdown_and_throttle_wait_fail_no_request() {
     // Without api_url hoist waits out Traefik's throttle; the slow app needs 3 s to exit.
-    let f = Fixture::start(Options {
+    let (f, load) = Fixture::start_serving(Options {
         tags: vec![("v1", Variant::V1), ("slow", Variant::Slow)],
         api: false,
         ..Options::default()
     })
     .await;
-    let load = f.load();
-    load.wait_until_serving("v1", SERVE_WAIT)
-        .await
-        .expect("v1 serves");
     for tag in ["slow", "v1", "slow", "v1"] {
         f.deploy(tag).await.assert_code(0);
         load.wait_until_serving(tag, SERVE_WAIT)
@@ -100,26 +92,18 @@ async fn slow_shutdown_and_throttle_wait_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broken_image_never_reaches_traffic_and_rolls_back() {
-    let f = Fixture::start(Options {
+    let (f, load) = Fixture::start_serving(Options {
         tags: vec![("v1", Variant::V1), ("broken", Variant::Broken)],
         health_timeout: "6s",
         ..Options::default()
     })
     .await;
-    let load = f.load();
-    load.wait_until_serving("v1", SERVE_WAIT)
-        .await
-        .expect("v1 serves");
     let before = f.project.running();
 
     let run = f.deploy("broken").await;
     run.assert_code(1);
-    assert!(run.stdout.contains("rolled back"), "{}", run.text());
-    assert!(
-        run.stderr.contains("not healthy after 6s"),
-        "{}",
-        run.text()
-    );
+    run.assert_stdout("rolled back");
+    run.assert_stderr("not healthy after 6s");
     assert!(
         run.stderr.contains("500"),
         "the last probe output names the failure: {}",
@@ -156,7 +140,7 @@ async fn broken_image_never_reaches_traffic_and_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_image_healthcheck_decides_without_health_path() {
-    let f = Fixture::start(Options {
+    let (f, load) = Fixture::start_serving(Options {
         tags: vec![
             ("v1", Variant::V1),
             ("v2", Variant::V2),
@@ -167,17 +151,13 @@ async fn the_image_healthcheck_decides_without_health_path() {
         ..Options::default()
     })
     .await;
-    let load = f.load();
-    load.wait_until_serving("v1", SERVE_WAIT)
-        .await
-        .expect("v1 serves");
     f.deploy("v2").await.assert_code(0);
     load.wait_until_serving("v2", SERVE_WAIT)
         .await
         .expect("v2 serves");
     let run = f.deploy("broken").await;
     run.assert_code(1);
-    assert!(run.stderr.contains("last probe"), "{}", run.text());
+    run.assert_stderr("last probe");
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(f.running_image(), f.pinned("v2"));
@@ -185,11 +165,7 @@ async fn the_image_healthcheck_decides_without_health_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plain_compose_recreate_drops_requests_for_comparison() {
-    let f = Fixture::start(Options::default()).await;
-    let load = f.load();
-    load.wait_until_serving("v1", SERVE_WAIT)
-        .await
-        .expect("v1 serves");
+    let (f, load) = Fixture::start_serving(Options::default()).await;
     std::fs::write(f.project.env_file(), format!("WEB_IMAGE={}:v2\n", f.repo)).unwrap();
     f.compose_up();
     load.wait_until_serving("v2", Duration::from_secs(60))
@@ -232,7 +208,7 @@ async fn env_file_keeps_compose_on_the_deployed_digest_and_rollback_returns() {
     // Deploying what already runs changes nothing.
     let run = f.hoist(&["deploy", SERVICE]).await;
     run.assert_code(0);
-    assert!(run.stdout.contains("nothing to do"), "{}", run.text());
+    run.assert_stdout("nothing to do");
     assert_eq!(f.history().await[0]["outcome"], "noop");
 }
 

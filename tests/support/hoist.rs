@@ -44,6 +44,26 @@ impl Run {
     }
 
     #[track_caller]
+    pub fn assert_stderr(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.text()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stdout(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.text()
+        );
+        self
+    }
+
+    #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Run {
         assert_eq!(self.code, code, "unexpected exit code:\n{}", self.text());
         self
@@ -183,6 +203,16 @@ impl Fixture {
             .await
             .expect("the compose-started container is routed");
         fixture
+    }
+
+    /// [`Fixture::start`], then load through the proxy until the initial version serves.
+    pub async fn start_serving(options: Options) -> (Fixture, Load) {
+        let f = Fixture::start(options).await;
+        let load = f.load();
+        load.wait_until_serving(f.options.initial, Duration::from_secs(30))
+            .await
+            .expect("the initial version serves through the proxy");
+        (f, load)
     }
 
     /// Writes hoist.toml; `registries` is extra TOML (e.g. `[[registries]]` tables).

@@ -1,6 +1,7 @@
 //! Load generator for rollout tests: sends requests to the proxy at a fixed rate over keep-alive
 //! connections and tallies outcomes and the demo app's versions seen.
 
+use super::error_chain;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -318,15 +319,4 @@ async fn one_request(
         return Err(fail("empty body", "200 without a version".to_owned()));
     }
     Ok(text)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

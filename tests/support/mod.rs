@@ -25,3 +25,15 @@ pub fn require_docker() {
         Err(e) => panic!("the docker CLI is not installed ({e}); hoist's tests need Docker"),
     }
 }
+
+/// An error with its causes, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

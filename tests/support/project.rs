@@ -88,28 +88,21 @@ impl Project {
 
     /// Ids of the project's containers (any state).
     pub fn containers(&self) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-aq",
-            "--no-trunc",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.name),
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.ids(true)
     }
 
     /// Ids of the project's running containers.
     pub fn running(&self) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.name),
-        ]);
+        self.ids(false)
+    }
+
+    fn ids(&self, all: bool) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &filter];
+        if all {
+            args.push("-a");
+        }
+        let out = docker(&args);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)

@@ -23,6 +23,7 @@
 //! checks, `allowEmptyServices`, and events of containers outside the project (real Traefik
 //! re-lists on those too, and each re-list costs a throttle period).
 
+use super::error_chain;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
@@ -1381,17 +1382,6 @@ impl Transport {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------------
