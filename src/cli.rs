@@ -12,9 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::compose;
 use crate::config::{self, Config, ServiceConfig};
 use crate::context::Context;
+use crate::daemon::Daemon;
 use crate::drain::{self, Cord};
 use crate::engine::Engine;
 use crate::image::Digest;
+use crate::promotion;
 use crate::recover;
 use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
 use crate::store::{Deploy, Outcome, Store};
@@ -58,8 +60,12 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Deploy the digest the service's `promote_from` service runs now.
+    Promote { service: String },
     /// Recover rollouts interrupted by a crash (also done before every deploy).
     Recover,
+    /// Run the daemon: webhooks, registry polling, promotions, the deploy queue.
+    Serve,
 }
 
 /// Exit codes, as documented.
@@ -74,7 +80,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
         }
     };
-    let terminal = std::io::stderr().is_terminal();
+    // The daemon logs plain lines even when started from a terminal.
+    let terminal = std::io::stderr().is_terminal() && !matches!(cli.command, Command::Serve);
     init_tracing(terminal);
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -146,14 +153,19 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
                 },
                 _ => Target::Track,
             };
-            deploy(config, &service, target, "manual", terminal).await
-        }
-        Command::Rollback { service } => {
-            let Some(s) = find_service(&config, &service) else {
+            let Some(s) = find_service(&config, &service).cloned() else {
                 return Ok(USAGE);
             };
-            let store = Store::open(&config.state.dir)?;
-            let previous = store
+            let ctx = Context::open(config).await?;
+            deploy(&ctx, &s, target, "manual", terminal).await
+        }
+        Command::Rollback { service } => {
+            let Some(s) = find_service(&config, &service).cloned() else {
+                return Ok(USAGE);
+            };
+            let ctx = Context::open(config).await?;
+            let previous = ctx
+                .store
                 .service_state(&s.name)?
                 .and_then(|st| st.previous_digest);
             let Some(previous) = previous else {
@@ -163,14 +175,7 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
                 return Ok(FAILED);
             };
             let digest = Digest::parse(&previous)?;
-            deploy(
-                config,
-                &service,
-                Target::Digest(digest),
-                "rollback",
-                terminal,
-            )
-            .await
+            deploy(&ctx, &s, Target::Digest(digest), "rollback", terminal).await
         }
         Command::History {
             service,
@@ -195,6 +200,30 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             }
             Ok(0)
         }
+        Command::Promote { service } => {
+            let Some(s) = find_service(&config, &service).cloned() else {
+                return Ok(USAGE);
+            };
+            if s.promote_from.is_none() {
+                eprintln!("error: {service} has no promote_from; nothing to promote from");
+                return Ok(USAGE);
+            }
+            let ctx = Context::open(config).await?;
+            let (digest, _) = match promotion::candidate(&ctx, &s).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(FAILED);
+                }
+            };
+            let trigger = promotion::job(&s, digest.clone(), "manual").trigger;
+            deploy(&ctx, &s, Target::Digest(digest), &trigger, terminal).await
+        }
+        Command::Serve => {
+            let daemon = Daemon::build(config).await?;
+            daemon.run(shutdown_signal()).await?;
+            Ok(0)
+        }
         Command::Recover => {
             let ctx = Context::open(config).await?;
             for s in &ctx.config.services {
@@ -211,6 +240,25 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
     }
 }
 
+/// Resolves on SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
 fn find_service<'a>(config: &'a Config, name: &str) -> Option<&'a ServiceConfig> {
     match config.service(name) {
         Ok(s) => Some(s),
@@ -222,16 +270,12 @@ fn find_service<'a>(config: &'a Config, name: &str) -> Option<&'a ServiceConfig>
 }
 
 async fn deploy(
-    config: Config,
-    service: &str,
+    ctx: &Context,
+    s: &ServiceConfig,
     target: Target,
     trigger: &str,
     terminal: bool,
 ) -> anyhow::Result<u8> {
-    let Some(s) = find_service(&config, service).cloned() else {
-        return Ok(USAGE);
-    };
-    let ctx = Context::open(config).await?;
     let request = Request {
         target,
         trigger: trigger.to_string(),
@@ -242,7 +286,7 @@ async fn deploy(
     } else {
         Box::new(Quiet)
     };
-    let report = match rollout::run(&ctx, &s, &request, observer.as_ref()).await {
+    let report = match rollout::run(ctx, s, &request, observer.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

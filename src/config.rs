@@ -22,8 +22,26 @@ pub struct Config {
     pub state: StateConfig,
     pub docker: DockerConfig,
     pub traefik: TraefikConfig,
+    pub server: ServerConfig,
+    pub github: GithubConfig,
     pub registries: Vec<RegistryConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+/// `hoist serve`: the HTTP listener and the deploy queue.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// How long a running rollout may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Rollouts of different services that may run at once.
+    pub max_parallel: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GithubConfig {
+    /// Verifies `X-Hub-Signature-256`; without it the webhook endpoint is off.
+    pub webhook_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +96,17 @@ pub struct ServiceConfig {
     pub drain: Duration,
     pub stop_timeout: Duration,
     pub env_file: Option<EnvFileTarget>,
+    /// `owner/name` of the GitHub repository whose webhooks concern this service.
+    pub github_repository: Option<String>,
+    /// Poll the registry this often (with jitter); `None`: webhooks and manual only.
+    pub poll_interval: Option<Duration>,
+    /// After a push or workflow_run, how long to keep re-checking the registry for the
+    /// image CI is still building.
+    pub watch_window: Duration,
+    /// Deploy only digests this other service has run healthily (`hoist promote`).
+    pub promote_from: Option<String>,
+    /// ... for at least this long, then automatically; `None`: only `hoist promote`.
+    pub promote_after: Option<Duration>,
 }
 
 /// Where hoist records the deployed image for `docker compose` to pick up.
@@ -253,6 +282,52 @@ impl<'a> Section<'a> {
         value
     }
 
+    /// A secret given as a file (`file_key`) or an environment variable (`env_key`), read
+    /// now. `Err(())` means a problem was recorded; `Ok(None)` that neither key is set.
+    fn secret(
+        &mut self,
+        p: &mut Problems,
+        file_key: &'a str,
+        env_key: &'a str,
+    ) -> Result<Option<Secret>, ()> {
+        let file = self.opt_str(p, file_key);
+        let var = self.opt_str(p, env_key);
+        match (file, var) {
+            (Some(_), Some(_)) => {
+                p.add(
+                    self.key(file_key),
+                    format!("set either {file_key} or {env_key}, not both"),
+                );
+                Err(())
+            }
+            (Some(file), None) => match std::fs::read_to_string(&file) {
+                // Files written by `echo` end in a newline that is not part of the secret.
+                Ok(text) if !text.trim().is_empty() => {
+                    Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))))
+                }
+                Ok(_) => {
+                    p.add(self.key(file_key), format!("`{file}` is empty"));
+                    Err(())
+                }
+                Err(e) => {
+                    p.add(self.key(file_key), format!("cannot read `{file}`: {e}"));
+                    Err(())
+                }
+            },
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
+                _ => {
+                    p.add(
+                        self.key(env_key),
+                        format!("environment variable `{var}` is not set or empty"),
+                    );
+                    Err(())
+                }
+            },
+            (None, None) => Ok(None),
+        }
+    }
+
     fn opt_bool(&mut self, p: &mut Problems, key: &'a str) -> Option<bool> {
         match self.get(key)? {
             Value::Boolean(b) => Some(*b),
@@ -408,6 +483,12 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
     d.finish(p);
 
     let traefik = read_traefik(top.opt_table(p, "traefik").unwrap_or(&empty), p);
+    let server = read_server(top.opt_table(p, "server").unwrap_or(&empty), p);
+    let mut g = Section::new("github", top.opt_table(p, "github").unwrap_or(&empty));
+    let webhook_secret = g
+        .secret(p, "webhook_secret_file", "webhook_secret_env")
+        .unwrap_or(None);
+    g.finish(p);
 
     let mut registries = Vec::new();
     for (path, table) in top.opt_table_list(p, "registries") {
@@ -452,6 +533,7 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
         }
     }
     check_service_uniqueness(&services, p);
+    check_promotions(&services, p);
     top.finish(p);
 
     Some(Config {
@@ -460,6 +542,8 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
         },
         docker: DockerConfig { host: docker_host },
         traefik: traefik?,
+        server: server?,
+        github: GithubConfig { webhook_secret },
         registries,
         services,
     })
@@ -516,50 +600,53 @@ fn read_traefik(table: &Table, p: &mut Problems) -> Option<TraefikConfig> {
     })
 }
 
-fn read_registry(mut r: Section<'_>, p: &mut Problems) -> Option<RegistryConfig> {
-    let host = r.str(p, "host");
-    let username = r.opt_str(p, "username");
-    let password_file = r.opt_str(p, "password_file");
-    let password_env = r.opt_str(p, "password_env");
-    let insecure = r.opt_bool(p, "insecure").unwrap_or(false);
-    let password = match (&password_file, &password_env) {
-        (Some(_), Some(_)) => {
+fn read_server(table: &Table, p: &mut Problems) -> Option<ServerConfig> {
+    let mut s = Section::new("server", table);
+    let listen = s
+        .opt_str(p, "listen")
+        .unwrap_or_else(|| "127.0.0.1:9480".into());
+    let listen = match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
             p.add(
-                r.key("password_file"),
-                "set either password_file or password_env, not both",
+                "server.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:9480"),
             );
             None
         }
-        (Some(file), None) => match std::fs::read_to_string(file) {
-            // Files written by `echo` end in a newline that is not part of the token.
-            Ok(text) => Some(Secret::new(text.trim_end_matches(['\n', '\r']))),
-            Err(e) => {
-                p.add(r.key("password_file"), format!("cannot read `{file}`: {e}"));
-                None
-            }
-        },
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(value) if !value.is_empty() => Some(Secret::new(value)),
-            _ => {
-                p.add(
-                    r.key("password_env"),
-                    format!("environment variable `{var}` is not set or empty"),
-                );
-                None
-            }
-        },
-        (None, None) => None,
     };
+    let shutdown_grace = s.duration(p, "shutdown_grace", Duration::from_secs(60));
+    let max_parallel = match s.opt_int(p, "max_parallel") {
+        None => Some(2),
+        Some(n) if (1..=64).contains(&n) => usize::try_from(n).ok(),
+        Some(n) => {
+            p.add("server.max_parallel", format!("{n} is out of range (1-64)"));
+            None
+        }
+    };
+    s.finish(p);
+    Some(ServerConfig {
+        listen: listen?,
+        shutdown_grace: shutdown_grace?,
+        max_parallel: max_parallel?,
+    })
+}
+
+fn read_registry(mut r: Section<'_>, p: &mut Problems) -> Option<RegistryConfig> {
+    let host = r.str(p, "host");
+    let username = r.opt_str(p, "username");
+    let insecure = r.opt_bool(p, "insecure").unwrap_or(false);
+    let password = r.secret(p, "password_file", "password_env");
     let credentials = match (username, password) {
-        (Some(username), Some(password)) => Some(Credentials { username, password }),
-        (Some(_), None) if password_file.is_none() && password_env.is_none() => {
+        (Some(username), Ok(Some(password))) => Some(Credentials { username, password }),
+        (Some(_), Ok(None)) => {
             p.add(
                 r.key("username"),
                 "a username needs password_file or password_env",
             );
             None
         }
-        (None, Some(_)) => {
+        (None, Ok(Some(_))) => {
             p.add(r.key("username"), "missing (a password was given)");
             None
         }
@@ -648,6 +735,41 @@ fn read_service(mut s: Section<'_>, p: &mut Problems) -> Option<ServiceConfig> {
     if health_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
         p.add(s.key("health_timeout"), "must be at least 1s");
     }
+    let github_repository = s.opt_str(p, "github_repository");
+    if let Some(r) = &github_repository
+        && !r.split_once('/').is_some_and(|(owner, name)| {
+            let ok = |x: &str| {
+                !x.is_empty()
+                    && x.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            };
+            ok(owner) && ok(name)
+        })
+    {
+        p.add(
+            s.key("github_repository"),
+            format!("`{r}` must be owner/name, e.g. acme/web"),
+        );
+    }
+    let poll_interval = match s.opt_str(p, "poll_interval") {
+        None => Some(None),
+        Some(_) => s.duration(p, "poll_interval", Duration::ZERO).map(Some),
+    };
+    if poll_interval
+        .flatten()
+        .is_some_and(|d| d < Duration::from_secs(1))
+    {
+        p.add(s.key("poll_interval"), "must be at least 1s");
+    }
+    let watch_window = s.duration(p, "watch_window", Duration::from_secs(15 * 60));
+    let promote_from = s.opt_str(p, "promote_from");
+    let promote_after = match s.opt_str(p, "promote_after") {
+        None => Some(None),
+        Some(_) => s.duration(p, "promote_after", Duration::ZERO).map(Some),
+    };
+    if promote_after.flatten().is_some() && promote_from.is_none() {
+        p.add(s.key("promote_after"), "needs promote_from");
+    }
     let env_file = s.opt_str(p, "env_file");
     let env_var = s.opt_str(p, "env_var");
     let env_target = match (env_file, env_var) {
@@ -694,7 +816,51 @@ fn read_service(mut s: Section<'_>, p: &mut Problems) -> Option<ServiceConfig> {
         drain: drain?,
         stop_timeout: stop_timeout?,
         env_file: env_target,
+        github_repository,
+        poll_interval: poll_interval?,
+        watch_window: watch_window?,
+        promote_from,
+        promote_after: promote_after?,
     })
+}
+
+/// `promote_from` must name another service, and promotions must not form a cycle.
+fn check_promotions(services: &[ServiceConfig], p: &mut Problems) {
+    for (i, s) in services.iter().enumerate() {
+        let Some(from) = &s.promote_from else {
+            continue;
+        };
+        if from == &s.name {
+            p.add(
+                format!("services[{i}].promote_from"),
+                "a service cannot promote from itself",
+            );
+            continue;
+        }
+        if !services.iter().any(|o| &o.name == from) {
+            p.add(
+                format!("services[{i}].promote_from"),
+                format!("no service named `{from}`"),
+            );
+            continue;
+        }
+        let mut seen = vec![s.name.as_str()];
+        let mut next = Some(from.as_str());
+        while let Some(name) = next {
+            if seen.contains(&name) {
+                p.add(
+                    format!("services[{i}].promote_from"),
+                    format!("promotions form a cycle: {} -> {name}", seen.join(" -> ")),
+                );
+                break;
+            }
+            seen.push(name);
+            next = services
+                .iter()
+                .find(|o| o.name == name)
+                .and_then(|o| o.promote_from.as_deref());
+        }
+    }
 }
 
 fn check_service_uniqueness(services: &[ServiceConfig], p: &mut Problems) {

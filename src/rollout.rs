@@ -18,8 +18,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bollard::models::ContainerInspectResponse;
-
 use crate::compose::{self, ServiceContainers, Template};
 use crate::config::{ServiceConfig, Track};
 use crate::context::Context;
@@ -31,6 +29,7 @@ use crate::image::{self, Digest, Repository};
 use crate::lock::{LockError, ServiceLock};
 use crate::recover;
 use crate::registry::{RegistryError, Resolved};
+use crate::service::{self, Running};
 use crate::store::{NewDeploy, Outcome, Resolution, StepRecord, StoreError, millis, now_ms};
 use crate::traefik::{self, Confirmation, Routing, RoutingTimeout};
 
@@ -230,16 +229,6 @@ pub enum StepError {
     /// The new container did not become healthy.
     #[error("{0}")]
     Unhealthy(String),
-}
-
-/// The running container being replaced.
-#[derive(Debug, Clone)]
-pub struct Running {
-    pub id: String,
-    pub inspect: ContainerInspectResponse,
-    pub ip: Option<String>,
-    pub image: String,
-    pub digest: Option<Digest>,
 }
 
 /// What the resolve step decided.
@@ -473,32 +462,13 @@ impl Rollout<'_> {
             }
         };
 
-        let containers = ServiceContainers::from_list(
-            ctx.engine
-                .containers_with_labels(&[
-                    (compose::PROJECT, &s.compose_project),
-                    (compose::SERVICE, &s.compose_service),
-                ])
-                .await?,
-        );
-        let old_id = match containers.running.as_slice() {
-            [one] => one.id.clone().unwrap_or_default(),
-            [] => {
-                return Err(StepError::Refused(format!(
-                    "compose service {}/{} has no running container; run `docker compose up -d` first",
-                    s.compose_project, s.compose_service
-                )));
-            }
-            many => {
-                return Err(StepError::Refused(format!(
-                    "compose service {}/{} has {} running containers; hoist replaces exactly one (scale 1)",
-                    s.compose_project,
-                    s.compose_service,
-                    many.len()
-                )));
-            }
-        };
-        let old = self.inspect_running(&old_id).await?;
+        let containers = service::containers(ctx, s).await?;
+        let old = service::single(ctx, s, &containers)
+            .await
+            .map_err(|e| match e {
+                service::CurrentError::Engine(e) => StepError::Engine(e),
+                refusal => StepError::Refused(refusal.to_string()),
+            })?;
         self.check_old(&old)?;
 
         if let Some(digest) = &old.digest {
@@ -537,27 +507,6 @@ impl Rollout<'_> {
             },
             detail,
         ))
-    }
-
-    async fn inspect_running(&self, id: &str) -> Result<Running, StepError> {
-        let ctx = self.ctx;
-        let inspect = ctx.engine.inspect(id).await?;
-        let image = inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
-        let digest = match image::split_pinned(&image) {
-            Some((_, digest)) => Some(digest),
-            None => running_digest(ctx, &self.service.image, inspect.image.as_deref()).await,
-        };
-        Ok(Running {
-            id: id.to_string(),
-            ip: compose::ip_on(&inspect, &ctx.config.traefik.network),
-            inspect,
-            image,
-            digest,
-        })
     }
 
     /// Refuses what would cause an outage: a container that cannot have a twin, labels
@@ -985,28 +934,8 @@ pub(crate) async fn created_by(
         .await
 }
 
-/// The digest of the image a container runs, from the image's `RepoDigests`.
-async fn running_digest(
-    ctx: &Context,
-    repo: &Repository,
-    image_id: Option<&str>,
-) -> Option<Digest> {
-    let image = ctx.engine.inspect_image(image_id?).await.ok()?;
-    image
-        .repo_digests
-        .iter()
-        .flatten()
-        .filter_map(|d| image::split_pinned(d))
-        .find(|(r, _)| r == repo)
-        .map(|(_, d)| d)
-}
-
 fn has_digest(repo_digests: &Option<Vec<String>>, repo: &Repository, digest: &Digest) -> bool {
-    repo_digests
-        .iter()
-        .flatten()
-        .filter_map(|d| image::split_pinned(d))
-        .any(|(r, d)| &r == repo && &d == digest)
+    service::has_digests(repo_digests, repo).any(|d| &d == digest)
 }
 
 fn ip_missing(old: &Running, network: &str) -> bool {

@@ -63,6 +63,22 @@ const MIGRATIONS: &[&str] = &[
     // (see rollout::Clocks).
     "ALTER TABLE deploy_steps ADD COLUMN waited_ms INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE deploy_steps ADD COLUMN engine_ms INTEGER NOT NULL DEFAULT 0;",
+    // 3: webhook deliveries seen (deduplication) and triggers waiting for their service.
+    "CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        event TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        outcome TEXT
+    );
+    CREATE INDEX deliveries_by_age ON deliveries (received_at);
+    CREATE TABLE pending (
+        service TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        expect_tag TEXT,
+        expect_digest TEXT,
+        queued_at INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -542,6 +558,96 @@ impl Store {
 /// Brings the schema up to date. Each migration runs in an IMMEDIATE transaction that
 /// re-reads the version, so two processes opening a new database at once (the CLI while
 /// the daemon starts) apply each migration exactly once.
+/// A trigger waiting for its service's running rollout to end, kept across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    pub service: String,
+    /// `track`, `tag:<tag>` or `digest:<digest>`.
+    pub target: String,
+    pub trigger: String,
+    pub expect_tag: Option<String>,
+    pub expect_digest: Option<String>,
+}
+
+impl Store {
+    /// Remembers a webhook delivery; `false` when its id was seen before (a redelivery).
+    pub fn record_delivery(&self, id: &str, event: &str) -> Result<bool, StoreError> {
+        let inserted = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
+                params![id, event, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(inserted == 1)
+    }
+
+    pub fn set_delivery_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE deliveries SET outcome = ?2 WHERE id = ?1",
+                params![id, outcome],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Forgets deliveries older than `age` (GitHub redelivers for up to 3 days).
+    pub fn prune_deliveries(&self, age: Duration) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM deliveries WHERE received_at < ?1",
+                [now_ms() - millis(age)],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores the latest trigger for a service (replacing an older one).
+    pub fn save_pending(&self, row: &PendingRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.service,
+                    row.target,
+                    row.trigger,
+                    row.expect_tag,
+                    row.expect_digest,
+                    now_ms()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn clear_pending(&self, service: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM pending WHERE service = ?1", [service])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT service, target, trigger, expect_tag, expect_digest FROM pending ORDER BY queued_at")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok(PendingRow {
+                service: r.get(0)?,
+                target: r.get(1)?,
+                trigger: r.get(2)?,
+                expect_tag: r.get(3)?,
+                expect_digest: r.get(4)?,
+            })
+        })
+        .map_err(|e| self.err(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.err(e))
+    }
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
@@ -633,6 +739,29 @@ mod tests {
         assert_eq!((d.steps[0].duration_ms, d.steps[0].waited_ms), (12, 5));
         assert!(store.running_deploys("web").unwrap().is_empty());
         drop(dir);
+    }
+
+    #[test]
+    fn deliveries_are_deduplicated_and_pending_triggers_kept() {
+        let (store, _dir) = temp_store();
+        assert!(store.record_delivery("d-1", "push").unwrap());
+        assert!(!store.record_delivery("d-1", "push").unwrap());
+        assert_eq!(
+            store.prune_deliveries(Duration::from_secs(3600)).unwrap(),
+            0
+        );
+        let row = |trigger: &str| PendingRow {
+            service: "web".into(),
+            target: "track".into(),
+            trigger: trigger.into(),
+            expect_tag: None,
+            expect_digest: None,
+        };
+        store.save_pending(&row("a")).unwrap();
+        store.save_pending(&row("b")).unwrap();
+        assert_eq!(store.pending().unwrap(), vec![row("b")]);
+        store.clear_pending("web").unwrap();
+        assert!(store.pending().unwrap().is_empty());
     }
 
     #[test]

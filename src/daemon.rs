@@ -1,0 +1,164 @@
+//! `hoist serve`: one process running the HTTP server, the pollers, the promotion loop and
+//! the deploy queue, with one shutdown path.
+//!
+//! Start: open the context (Docker, state), recover interrupted rollouts, bind the
+//! listener ([`Daemon::build`]); then serve until the shutdown future resolves
+//! ([`Daemon::run`]). Shutdown: stop accepting requests and triggers, let a running
+//! rollout finish within `server.shutdown_grace`, otherwise leave it to recovery at the
+//! next start, and say which happened.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::context::Context;
+use crate::lock::ServiceLock;
+use crate::poller::{self, Watches};
+use crate::queue::Queue;
+use crate::recover;
+use crate::server::{self, App};
+use crate::status::Status;
+use crate::{promotion, systemd};
+
+/// Deliveries are remembered a week (GitHub redelivers for three days).
+const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub struct Daemon {
+    app: App,
+    listener: TcpListener,
+}
+
+impl Daemon {
+    pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+        let ctx = Context::open(config).await?;
+        recover_all(&ctx).await;
+        let listen = ctx.config.server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+        let status = Arc::new(Status::default());
+        let stop = CancellationToken::new();
+        let queue = Queue::new(ctx.clone(), status.clone(), stop.clone());
+        Ok(Daemon {
+            app: App {
+                ctx,
+                queue,
+                watches: Watches::default(),
+                status,
+                stop,
+            },
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Daemon { app, listener } = self;
+        let ctx = app.ctx.clone();
+        let stop = app.stop.clone();
+        let addr = listener.local_addr()?;
+
+        app.queue.restore();
+        let mut background = tokio::task::JoinSet::new();
+        for s in ctx
+            .config
+            .services
+            .iter()
+            .filter(|s| s.poll_interval.is_some())
+        {
+            background.spawn(poller::poll(
+                ctx.clone(),
+                app.queue.clone(),
+                app.status.clone(),
+                s.name.clone(),
+                stop.clone(),
+            ));
+        }
+        background.spawn(promotion::run(ctx.clone(), app.queue.clone(), stop.clone()));
+        background.spawn(systemd::watchdog(app.status.clone(), stop.clone()));
+        background.spawn(prune_deliveries(ctx.clone(), stop.clone()));
+
+        let router = server::router(app.clone());
+        let server_stop = stop.clone();
+        let mut server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await
+        });
+        tracing::info!(%addr, services = ctx.config.services.len(), "Listening on http://{addr}");
+        systemd::ready(&app.status.summary());
+
+        let server_failed = tokio::select! {
+            () = shutdown => None,
+            result = &mut server => Some(result),
+        };
+        if let Some(result) = &server_failed {
+            tracing::error!(
+                ?result,
+                "The HTTP server stopped unexpectedly; shutting down"
+            );
+        }
+        let grace = ctx.config.server.shutdown_grace;
+        tracing::info!(
+            grace_s = grace.as_secs(),
+            "Shutting down: no new requests or triggers; letting running rollouts finish"
+        );
+        systemd::stopping("shutting down");
+        stop.cancel();
+        if app.queue.shutdown(grace).await {
+            tracing::info!("All rollouts finished; stopped");
+        } else {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                rolling = %app.status.summary(),
+                "The shutdown grace ran out during a rollout; it is left to recovery at the next start"
+            );
+        }
+        if server_failed.is_none() {
+            let _ = server.await;
+        }
+        background.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Recovers interrupted rollouts of every service whose lock is free.
+async fn recover_all(ctx: &Context) {
+    for s in &ctx.config.services {
+        match ServiceLock::acquire(&ctx.config.state.dir, &s.name, "hoist serve (recovery)") {
+            Ok(_lock) => {
+                if let Err(e) = recover::service(ctx, s).await {
+                    tracing::error!(service = %s.name, error = %e, "Recovery failed; the next rollout of this service will try again");
+                }
+            }
+            Err(e) => tracing::warn!(service = %s.name, error = %e, "Not recovering now"),
+        }
+    }
+}
+
+async fn prune_deliveries(ctx: Context, stop: CancellationToken) {
+    loop {
+        match ctx.store.prune_deliveries(DELIVERY_MEMORY) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "Forgot old webhook deliveries"),
+            Err(e) => tracing::warn!(error = %e, "Cannot prune webhook deliveries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

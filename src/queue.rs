@@ -1,0 +1,361 @@
+//! The deploy queue of `hoist serve`: at most one rollout per service at a time; triggers
+//! arriving meanwhile collapse into one pending check (the latest wins); rollouts of
+//! different services run in parallel up to `server.max_parallel`.
+//!
+//! A pending trigger is also written to the state database, so one that was waiting when
+//! the daemon stopped runs after the next start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Context;
+use crate::image::Digest;
+use crate::lock::LockError;
+use crate::rollout::{self, Request, RolloutError, Target};
+use crate::status::{State, Status, StatusObserver};
+use crate::store::PendingRow;
+
+/// Who holds a service's lock while the daemon rolls it out.
+pub const HOLDER: &str = "hoist serve";
+/// How often to try again while another process (a CLI deploy) holds a service's lock.
+const LOCK_RETRY: Duration = Duration::from_secs(2);
+
+/// A request to bring a service up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub target: Target,
+    /// For the journal: "webhook package (delivery 123)", "poll", "promote from web-stage".
+    pub trigger: String,
+    /// A package event's claim, checked against the registry before deploying anything.
+    pub expect: Option<Expected>,
+    /// The webhook delivery behind this job, whose outcome is recorded.
+    pub delivery: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub tag: String,
+    pub digest: Digest,
+}
+
+impl Job {
+    pub fn new(target: Target, trigger: impl Into<String>) -> Job {
+        Job {
+            target,
+            trigger: trigger.into(),
+            expect: None,
+            delivery: None,
+        }
+    }
+
+    fn to_row(&self, service: &str) -> PendingRow {
+        PendingRow {
+            service: service.to_string(),
+            target: match &self.target {
+                Target::Track => "track".into(),
+                Target::Tag(t) => format!("tag:{t}"),
+                Target::Digest(d) => format!("digest:{d}"),
+            },
+            trigger: self.trigger.clone(),
+            expect_tag: self.expect.as_ref().map(|e| e.tag.clone()),
+            expect_digest: self.expect.as_ref().map(|e| e.digest.to_string()),
+        }
+    }
+
+    fn from_row(row: &PendingRow) -> Option<Job> {
+        let target = match row.target.split_once(':') {
+            None if row.target == "track" => Target::Track,
+            Some(("tag", t)) => Target::Tag(t.to_string()),
+            Some(("digest", d)) => Target::Digest(Digest::parse(d).ok()?),
+            _ => return None,
+        };
+        let expect = match (&row.expect_tag, &row.expect_digest) {
+            (Some(tag), Some(d)) => Some(Expected {
+                tag: tag.clone(),
+                digest: Digest::parse(d).ok()?,
+            }),
+            _ => None,
+        };
+        Some(Job {
+            target,
+            trigger: row.trigger.clone(),
+            expect,
+            delivery: None,
+        })
+    }
+}
+
+/// What became of a submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// A worker started on it.
+    Started,
+    /// It waits for the service's running rollout.
+    Queued,
+    /// It replaced an older waiting job.
+    Replaced,
+    /// The daemon is shutting down.
+    Closed,
+}
+
+impl Submitted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Submitted::Started => "started",
+            Submitted::Queued => "queued",
+            Submitted::Replaced => "queued (replaced an older trigger)",
+            Submitted::Closed => "refused (shutting down)",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Context,
+    status: Arc<Status>,
+    slots: Mutex<HashMap<String, Slot>>,
+    permits: Semaphore,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Slot {
+    busy: bool,
+    pending: Option<Job>,
+}
+
+impl Queue {
+    pub fn new(ctx: Context, status: Arc<Status>, stop: CancellationToken) -> Queue {
+        let permits = Semaphore::new(ctx.config.server.max_parallel);
+        Queue {
+            inner: Arc::new(Inner {
+                ctx,
+                status,
+                slots: Mutex::new(HashMap::new()),
+                permits,
+                tracker: TaskTracker::new(),
+                stop,
+            }),
+        }
+    }
+
+    pub fn submit(&self, service: &str, job: Job) -> Submitted {
+        let inner = &self.inner;
+        if inner.stop.is_cancelled() {
+            return Submitted::Closed;
+        }
+        if let Err(e) = inner.ctx.store.save_pending(&job.to_row(service)) {
+            tracing::warn!(service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
+        }
+        let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots.entry(service.to_string()).or_default();
+        if slot.busy {
+            let trigger = job.trigger.clone();
+            let replaced = slot.pending.replace(job).is_some();
+            inner.status.update(service, |s| {
+                if s.state != State::Rolling {
+                    s.state = State::Queued;
+                    s.trigger = Some(trigger);
+                }
+            });
+            return if replaced {
+                Submitted::Replaced
+            } else {
+                Submitted::Queued
+            };
+        }
+        slot.busy = true;
+        drop(slots);
+        inner.status.update(service, |s| {
+            s.state = State::Queued;
+            s.trigger = Some(job.trigger.clone());
+        });
+        let this = self.clone();
+        let service = service.to_string();
+        inner
+            .tracker
+            .spawn(async move { this.work(service, job).await });
+        Submitted::Started
+    }
+
+    /// Re-submits the triggers that were waiting when the daemon last stopped.
+    pub fn restore(&self) {
+        match self.inner.ctx.store.pending() {
+            Ok(rows) => {
+                for row in rows {
+                    match Job::from_row(&row) {
+                        Some(job) if self.inner.ctx.config.service(&row.service).is_ok() => {
+                            tracing::info!(service = %row.service, trigger = %row.trigger, "Resuming a trigger that was waiting at the last stop");
+                            self.submit(&row.service, job);
+                        }
+                        _ => {
+                            let _ = self.inner.ctx.store.clear_pending(&row.service);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot read pending triggers"),
+        }
+    }
+
+    /// Stops taking jobs and waits up to `grace` for running rollouts. Returns false when
+    /// the grace ran out (the rollouts are then left to recovery at the next start).
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.inner.stop.cancel();
+        self.inner.tracker.close();
+        tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Whether a service has a rollout running or waiting.
+    pub fn is_busy(&self, service: &str) -> bool {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(service).is_some_and(|s| s.busy)
+    }
+
+    async fn work(self, service: String, mut job: Job) {
+        loop {
+            let Ok(permit) = self.inner.permits.acquire().await else {
+                return;
+            };
+            let _ = self.inner.ctx.store.clear_pending(&service);
+            self.run(&service, &job).await;
+            drop(permit);
+            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = slots.entry(service.clone()).or_default();
+            match slot.pending.take() {
+                Some(next) if !self.inner.stop.is_cancelled() => job = next,
+                _ => {
+                    slot.busy = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, service: &str, job: &Job) {
+        let ctx = &self.inner.ctx;
+        let status = &self.inner.status;
+        let Ok(config) = ctx.config.service(service) else {
+            return;
+        };
+        if let Some(expect) = &job.expect
+            && let Err(why) = self.verify_claim(config, expect).await
+        {
+            tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
+            self.delivery_outcome(job, &format!("not deployed: {why}"));
+            status.update(service, |s| s.state = State::Idle);
+            return;
+        }
+        let request = Request {
+            target: job.target.clone(),
+            trigger: job.trigger.clone(),
+            holder: HOLDER.to_string(),
+        };
+        let observer = StatusObserver { status, service };
+        status.update(service, |s| {
+            s.state = State::Rolling;
+            s.step = None;
+            s.trigger = Some(job.trigger.clone());
+        });
+        let outcome = loop {
+            match rollout::run(ctx, config, &request, &observer).await {
+                Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
+                    tracing::info!(service, %holder, "Waiting for another hoist process to finish");
+                    tokio::select! {
+                        () = tokio::time::sleep(LOCK_RETRY) => continue,
+                        () = self.inner.stop.cancelled() => break Err("shut down while waiting for the lock".to_string()),
+                    }
+                }
+                Ok(report) => break Ok(report),
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let (state, text) = match &outcome {
+            Ok(r) if r.succeeded() => (
+                State::Idle,
+                format!("deploy #{} {}", r.deploy_id, r.outcome.as_str()),
+            ),
+            Ok(r) => (
+                State::Failed,
+                format!("deploy #{} {}", r.deploy_id, r.outcome.as_str()),
+            ),
+            Err(e) => {
+                tracing::error!(service, error = %e, "Rollout could not start");
+                (State::Failed, format!("not started: {e}"))
+            }
+        };
+        self.delivery_outcome(job, &text);
+        status.update(service, |s| {
+            s.state = state;
+            s.step = None;
+        });
+    }
+
+    /// A package event names a tag and a digest; deploy only if the registry agrees.
+    async fn verify_claim(
+        &self,
+        config: &crate::config::ServiceConfig,
+        expect: &Expected,
+    ) -> Result<(), String> {
+        match self
+            .inner
+            .ctx
+            .registry
+            .resolve(&config.image, &expect.tag)
+            .await
+        {
+            Ok(d) if d == expect.digest => Ok(()),
+            Ok(d) => Err(format!(
+                "the delivery says {}:{} is {}, the registry says {}",
+                config.image,
+                expect.tag,
+                expect.digest.short(),
+                d.short()
+            )),
+            Err(e) => Err(format!("cannot check the delivery's digest: {e}")),
+        }
+    }
+
+    fn delivery_outcome(&self, job: &Job, outcome: &str) {
+        if let Some(id) = &job.delivery {
+            let _ = self.inner.ctx.store.set_delivery_outcome(id, outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_survive_the_pending_table() {
+        let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+        for job in [
+            Job::new(Target::Track, "poll"),
+            Job::new(Target::Tag("v2".into()), "manual"),
+            Job {
+                target: Target::Digest(digest.clone()),
+                trigger: "webhook".into(),
+                expect: Some(Expected {
+                    tag: "v2".into(),
+                    digest,
+                }),
+                delivery: None,
+            },
+        ] {
+            assert_eq!(Job::from_row(&job.to_row("web")), Some(job));
+        }
+    }
+}

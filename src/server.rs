@@ -1,0 +1,227 @@
+//! hoist's HTTP API (axum): GitHub webhooks and health routes.
+//!
+//! Handlers only verify, record and enqueue: every registry and Docker call happens in the
+//! deploy queue or a watch, so GitHub gets its answer within milliseconds. Errors are short
+//! JSON bodies (`{"error": "..."}`) that name the problem and never echo secrets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::poller::Watches;
+use crate::queue::{Expected, Job, Queue};
+use crate::rollout::Target;
+use crate::status::Status;
+use crate::webhook::{self, Event};
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct App {
+    pub ctx: Context,
+    pub queue: Queue,
+    pub watches: Watches,
+    pub status: Arc<Status>,
+    pub stop: CancellationToken,
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/webhooks/github",
+            post(github_webhook).layer(DefaultBodyLimit::max(webhook::MAX_BODY)),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(app)
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    reply(status, json!({ "error": message.into() }))
+}
+
+async fn healthz() -> Response {
+    reply(StatusCode::OK, json!({ "status": "ok" }))
+}
+
+/// Ready when the Docker engine and the state database answer.
+async fn readyz(State(app): State<App>) -> Response {
+    let docker = app
+        .ctx
+        .engine
+        .docker()
+        .ping()
+        .await
+        .map_err(|e| e.to_string());
+    let store = app.ctx.store.ping().map_err(|e| e.to_string());
+    let body = json!({
+        "docker": docker.as_ref().err().map_or("ok", String::as_str),
+        "state": store.as_ref().err().map_or("ok", String::as_str),
+    });
+    let code = if docker.is_ok() && store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(code, body)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn github_webhook(
+    State(app): State<App>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(secret) = app.ctx.config.github.webhook_secret.as_ref() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "webhooks are not configured (set github.webhook_secret_file)",
+        );
+    };
+    let (Some(event), Some(delivery)) = (
+        header(&headers, "x-github-event"),
+        header(&headers, "x-github-delivery"),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing X-GitHub-Event or X-GitHub-Delivery header",
+        );
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "payload larger than 25 MiB");
+        }
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    if let Some(kind) = header(&headers, "content-type")
+        && !kind.starts_with("application/json")
+    {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {kind}: configure the webhook with content type application/json"
+            ),
+        );
+    }
+    if let Err(e) = webhook::verify(
+        secret.expose().as_bytes(),
+        &body,
+        header(&headers, "x-hub-signature-256"),
+        header(&headers, "x-hub-signature"),
+    ) {
+        tracing::warn!(delivery, event, %remote, reason = %e, "Refused a webhook delivery with a bad signature");
+        return error(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let parsed = match webhook::parse(event, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(delivery, event, %remote, error = %e, "Refused an unreadable webhook payload");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    match app.ctx.store.record_delivery(delivery, event) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(delivery, event, "Ignoring a redelivery");
+            return reply(StatusCode::OK, json!({ "status": "duplicate" }));
+        }
+        Err(e) => {
+            tracing::error!(delivery, error = %e, "Cannot record a webhook delivery");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state database is not available",
+            );
+        }
+    }
+    let (code, answer) = act(&app, event, delivery, &parsed);
+    let outcome = answer["status"].as_str().unwrap_or("?").to_string();
+    tracing::info!(delivery, event, %remote, outcome, "Webhook delivery");
+    let summary = answer.to_string();
+    let _ = app.ctx.store.set_delivery_outcome(delivery, &summary);
+    reply(code, answer)
+}
+
+/// Decides what a verified, new delivery leads to.
+fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> (StatusCode, serde_json::Value) {
+    match parsed {
+        Event::Ping => return (StatusCode::OK, json!({ "status": "pong" })),
+        Event::Ignored(reason) => {
+            return (
+                StatusCode::ACCEPTED,
+                json!({ "status": "ignored", "reason": reason }),
+            );
+        }
+        _ => {}
+    }
+    let mut reasons = Vec::new();
+    let mut actions = Vec::new();
+    let trigger = format!("webhook {event} (delivery {delivery})");
+    for s in &app.ctx.config.services {
+        if let Err(reason) = webhook::concerns(s, parsed) {
+            reasons.push(reason);
+            continue;
+        }
+        let action = match parsed {
+            Event::Package { tag, digest, .. } => {
+                let job = Job {
+                    target: Target::Track,
+                    trigger: trigger.clone(),
+                    expect: digest.clone().map(|digest| Expected {
+                        tag: tag.clone(),
+                        digest,
+                    }),
+                    delivery: Some(delivery.to_string()),
+                };
+                format!("deploy {}", app.queue.submit(&s.name, job).as_str())
+            }
+            _ => {
+                app.watches.start(
+                    &app.ctx,
+                    &app.queue,
+                    &app.status,
+                    s,
+                    trigger.clone(),
+                    &app.stop,
+                );
+                format!(
+                    "watching the registry for up to {}",
+                    humantime::format_duration(s.watch_window)
+                )
+            }
+        };
+        actions.push(json!({ "service": s.name, "action": action }));
+    }
+    if actions.is_empty() {
+        let reason = if reasons.is_empty() {
+            "no services configured".to_string()
+        } else {
+            reasons.join("; ")
+        };
+        return (
+            StatusCode::ACCEPTED,
+            json!({ "status": "ignored", "reason": reason }),
+        );
+    }
+    (
+        StatusCode::ACCEPTED,
+        json!({ "status": "queued", "services": actions }),
+    )
+}

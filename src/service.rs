@@ -1,0 +1,127 @@
+//! A managed service as it runs now: the containers of its compose service, the one that
+//! serves, which digest that is and whether it is healthy. Read from Docker every time:
+//! the engine, not hoist's journal, is the truth about what runs.
+
+use bollard::models::ContainerInspectResponse;
+
+use crate::compose::{self, ServiceContainers};
+use crate::config::ServiceConfig;
+use crate::context::Context;
+use crate::engine::{ContainerStatus, EngineError};
+use crate::image::{self, Digest, Repository};
+
+/// The container serving a service.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub id: String,
+    pub inspect: ContainerInspectResponse,
+    /// Its address on the Traefik network.
+    pub ip: Option<String>,
+    /// `Config.Image` as created (a tag or `repo@digest`).
+    pub image: String,
+    pub digest: Option<Digest>,
+}
+
+impl Running {
+    pub fn status(&self) -> ContainerStatus {
+        ContainerStatus::from_inspect(&self.inspect)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CurrentError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(
+        "compose service {project}/{service} has no running container; run `docker compose up -d` first"
+    )]
+    NotRunning { project: String, service: String },
+    #[error(
+        "compose service {project}/{service} has {count} running containers; hoist replaces exactly one (scale 1)"
+    )]
+    Several {
+        project: String,
+        service: String,
+        count: usize,
+    },
+}
+
+/// Every container of the service's compose service (any state, one-off runs excluded).
+pub async fn containers(
+    ctx: &Context,
+    s: &ServiceConfig,
+) -> Result<ServiceContainers, EngineError> {
+    Ok(ServiceContainers::from_list(
+        ctx.engine
+            .containers_with_labels(&[
+                (compose::PROJECT, &s.compose_project),
+                (compose::SERVICE, &s.compose_service),
+            ])
+            .await?,
+    ))
+}
+
+/// The one running container of the service.
+pub async fn current(ctx: &Context, s: &ServiceConfig) -> Result<Running, CurrentError> {
+    let all = containers(ctx, s).await?;
+    single(ctx, s, &all).await
+}
+
+/// The one running container among `all`.
+pub async fn single(
+    ctx: &Context,
+    s: &ServiceConfig,
+    all: &ServiceContainers,
+) -> Result<Running, CurrentError> {
+    match all.running.as_slice() {
+        [one] => Ok(inspect(ctx, s, one.id.as_deref().unwrap_or_default()).await?),
+        [] => Err(CurrentError::NotRunning {
+            project: s.compose_project.clone(),
+            service: s.compose_service.clone(),
+        }),
+        many => Err(CurrentError::Several {
+            project: s.compose_project.clone(),
+            service: s.compose_service.clone(),
+            count: many.len(),
+        }),
+    }
+}
+
+pub async fn inspect(ctx: &Context, s: &ServiceConfig, id: &str) -> Result<Running, EngineError> {
+    let inspect = ctx.engine.inspect(id).await?;
+    let image = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let digest = match image::split_pinned(&image) {
+        Some((_, digest)) => Some(digest),
+        None => repo_digest(ctx, &s.image, inspect.image.as_deref()).await,
+    };
+    Ok(Running {
+        id: id.to_string(),
+        ip: compose::ip_on(&inspect, &ctx.config.traefik.network),
+        inspect,
+        image,
+        digest,
+    })
+}
+
+/// The digest of an image under `repo`, from the image's `RepoDigests`.
+async fn repo_digest(ctx: &Context, repo: &Repository, image_id: Option<&str>) -> Option<Digest> {
+    let image = ctx.engine.inspect_image(image_id?).await.ok()?;
+    has_digests(&image.repo_digests, repo).next()
+}
+
+/// The digests `repo_digests` lists for `repo`.
+pub fn has_digests<'a>(
+    repo_digests: &'a Option<Vec<String>>,
+    repo: &'a Repository,
+) -> impl Iterator<Item = Digest> + 'a {
+    repo_digests
+        .iter()
+        .flatten()
+        .filter_map(|d| image::split_pinned(d))
+        .filter(move |(r, _)| r == repo)
+        .map(|(_, d)| d)
+}
