@@ -13,3 +13,4 @@ mod proxy;
 mod refusals;
 mod registry;
 mod rollout;
+mod serve;

@@ -160,14 +160,14 @@ async fn bearer_token_auth_pagination_and_rate_limits() {
         "the token is cached until it expires"
     );
 
-    gateway.set_rate_limited(true);
+    gateway.set_rate_limited(Some(7));
     let err = client.resolve(&repo, "main").await.unwrap_err();
     assert!(
         matches!(err, RegistryError::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 7),
         "{err}"
     );
     assert!(err.is_transient());
-    gateway.set_rate_limited(false);
+    gateway.set_rate_limited(None);
 
     let wrong = Registry::with_docker_config(&config_for("wrong"), None);
     let err = wrong.resolve(&repo, "main").await.unwrap_err();

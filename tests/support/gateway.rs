@@ -5,8 +5,9 @@
 //! pages so that pagination is exercised.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -26,7 +27,9 @@ struct State {
     user: String,
     password: String,
     tokens_issued: AtomicU32,
-    rate_limited: AtomicBool,
+    /// Retry-After seconds while rate limiting; 0: not limiting.
+    rate_limited: AtomicU64,
+    log: Mutex<Vec<(Instant, String, u16)>>,
     page_size: Option<u32>,
     http: reqwest::Client,
 }
@@ -49,7 +52,8 @@ impl Gateway {
             user: user.to_string(),
             password: password.to_string(),
             tokens_issued: AtomicU32::new(0),
-            rate_limited: AtomicBool::new(false),
+            rate_limited: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
             page_size,
             http: reqwest::Client::new(),
         });
@@ -78,9 +82,20 @@ impl Gateway {
         self.state.tokens_issued.load(Ordering::SeqCst)
     }
 
-    /// While set, every registry request is answered `429 Retry-After: 7`.
-    pub fn set_rate_limited(&self, on: bool) {
-        self.state.rate_limited.store(on, Ordering::SeqCst);
+    /// While set, every registry request is answered `429 Retry-After: <secs>`.
+    pub fn set_rate_limited(&self, retry_after: Option<u64>) {
+        self.state
+            .rate_limited
+            .store(retry_after.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// (arrival, path, status) of every registry API request except the `/v2/` ping.
+    pub fn requests(&self) -> Vec<(Instant, String, u16)> {
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -103,6 +118,20 @@ fn reply(
 }
 
 async fn handle(state: &State, me: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let arrived = Instant::now();
+    let path = req.uri().path().to_string();
+    let response = answer(state, me, req).await;
+    if path.starts_with("/v2/") && path != "/v2/" {
+        state.log.lock().unwrap_or_else(|e| e.into_inner()).push((
+            arrived,
+            path,
+            response.status().as_u16(),
+        ));
+    }
+    response
+}
+
+async fn answer(state: &State, me: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let auth = req
         .headers()
         .get("authorization")
@@ -129,10 +158,11 @@ async fn handle(state: &State, me: SocketAddr, req: Request<Incoming>) -> Respon
             format!(r#"{{"token":"tok-{n}","expires_in":300}}"#),
         );
     }
-    if state.rate_limited.load(Ordering::SeqCst) {
+    let retry_after = state.rate_limited.load(Ordering::SeqCst);
+    if retry_after > 0 && req.uri().path() != "/v2/" {
         return reply(
             StatusCode::TOO_MANY_REQUESTS,
-            &[("retry-after", "7".into())],
+            &[("retry-after", retry_after.to_string())],
             "slow down",
         );
     }
@@ -156,8 +186,10 @@ async fn handle(state: &State, me: SocketAddr, req: Request<Incoming>) -> Respon
     }
     let url = format!("http://{}{path_and_query}", state.upstream);
     let mut upstream = state.http.request(req.method().clone(), &url);
-    if let Some(accept) = req.headers().get("accept") {
-        upstream = upstream.header("accept", accept.clone());
+    for name in ["accept", "range"] {
+        if let Some(v) = req.headers().get(name) {
+            upstream = upstream.header(name, v.clone());
+        }
     }
     let Ok(response) = upstream.send().await else {
         return reply(
@@ -167,12 +199,23 @@ async fn handle(state: &State, me: SocketAddr, req: Request<Incoming>) -> Respon
         );
     };
     let status = response.status();
-    let mut headers = Vec::new();
-    for name in ["docker-content-digest", "content-type", "link"] {
-        if let Some(v) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
-            headers.push((name, v.to_string()));
-        }
-    }
+    // Enough of the registry's headers for Docker to pull through the gateway.
+    let headers: Vec<(&str, String)> = [
+        "docker-content-digest",
+        "docker-distribution-api-version",
+        "content-type",
+        "content-length",
+        "link",
+        "etag",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        Some((
+            name,
+            response.headers().get(name)?.to_str().ok()?.to_string(),
+        ))
+    })
+    .collect();
     let body = response.bytes().await.unwrap_or_default();
     reply(status, &headers, body)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::gateway::Gateway;
 use super::images::{self, Variant};
 use super::load::{Load, LoadConfig};
 use super::project::Project;
@@ -19,6 +20,10 @@ use super::registry::TestRegistry;
 pub const HOIST: &str = env!("CARGO_BIN_EXE_hoist");
 /// The hoist service every fixture deploys.
 pub const SERVICE: &str = "web";
+/// The second service of fixtures with `prod: true`, promoted from [`SERVICE`].
+pub const PROD: &str = "web-prod";
+const USER: &str = "deploy-bot";
+const PASSWORD: &str = "s3cret-pw";
 
 /// The output of one `hoist` invocation.
 pub struct Run {
@@ -99,7 +104,17 @@ pub struct Options {
     pub health_path: bool,
     /// Point `traefik.api_url` at the proxy's API (else hoist waits out the throttle).
     pub api: bool,
+    /// htpasswd (Basic) auth on the registry.
     pub auth: bool,
+    /// A bearer-token gateway in front of the registry; everything (compose, hoist)
+    /// talks to the registry through it.
+    pub gateway: bool,
+    /// A second compose service `web-prod` with hoist service `web-prod`, promoted from
+    /// `web`; `prod_extra` is more TOML for it.
+    pub prod: bool,
+    pub prod_extra: &'static str,
+    /// More top-level TOML (e.g. `[server]`, `[github]`).
+    pub config_extra: String,
     pub drain: &'static str,
     pub stop_timeout: &'static str,
     pub health_timeout: &'static str,
@@ -123,6 +138,10 @@ impl Default for Options {
             health_path: true,
             api: true,
             auth: false,
+            gateway: false,
+            prod: false,
+            prod_extra: "",
+            config_extra: String::new(),
             drain: "1s",
             stop_timeout: "10s",
             health_timeout: "20s",
@@ -139,6 +158,7 @@ pub struct Fixture {
     pub project: Project,
     pub proxy: Proxy,
     pub registry: TestRegistry,
+    pub gateway: Option<Gateway>,
     pub state: TempDir,
     pub config: PathBuf,
     /// `127.0.0.1:PORT/<project>/web`, no tag.
@@ -154,7 +174,7 @@ impl Fixture {
         super::require_docker();
         let project = Project::new("h");
         let registry = if options.auth {
-            TestRegistry::start_with_auth("deploy-bot", "s3cret-pw").await
+            TestRegistry::start_with_auth(USER, PASSWORD).await
         } else {
             TestRegistry::start().await
         };
@@ -164,7 +184,15 @@ impl Fixture {
             let digest = images::push(&registry, &repo_path, *variant, tag).await;
             digests.insert((*tag).to_string(), digest);
         }
-        let repo = registry.repo(&repo_path);
+        let gateway = if options.gateway {
+            Some(Gateway::start(&registry.addr, USER, PASSWORD, None).await)
+        } else {
+            None
+        };
+        let repo = match &gateway {
+            Some(g) => format!("{}/{repo_path}", g.addr),
+            None => registry.repo(&repo_path),
+        };
         let state = tempfile::Builder::new()
             .prefix("hoist-state-")
             .tempdir()
@@ -183,6 +211,7 @@ impl Fixture {
             project,
             proxy,
             registry,
+            gateway,
             state,
             repo,
             digests,
@@ -191,18 +220,57 @@ impl Fixture {
         };
         fixture.write_config("");
         fixture.write_compose().await;
-        std::fs::write(
-            fixture.project.env_file(),
-            format!("WEB_IMAGE={}:{}\n", fixture.repo, fixture.options.initial),
-        )
-        .expect("write .env");
+        let initial = format!("{}:{}", fixture.repo, fixture.options.initial);
+        let mut env = format!("WEB_IMAGE={initial}\n");
+        if fixture.options.prod {
+            env.push_str(&format!("WEB_PROD_IMAGE={initial}\n"));
+        }
+        std::fs::write(fixture.project.env_file(), env).expect("write .env");
         fixture.compose_up();
         fixture
             .proxy
             .wait_for_servers(SERVICE, 1, Duration::from_secs(60))
             .await
             .expect("the compose-started container is routed");
+        if fixture.options.prod {
+            fixture
+                .proxy
+                .wait_for_servers(PROD, 1, Duration::from_secs(60))
+                .await
+                .expect("the compose-started prod container is routed");
+        }
         fixture
+    }
+
+    /// The registry as hoist and compose address it (the gateway when there is one).
+    pub fn registry_host(&self) -> String {
+        match &self.gateway {
+            Some(g) => g.addr.to_string(),
+            None => self.registry.addr.clone(),
+        }
+    }
+
+    fn needs_credentials(&self) -> bool {
+        self.registry.auth.is_some() || self.gateway.is_some()
+    }
+
+    /// A Docker client config directory with the fixture's registry credentials.
+    pub fn docker_config_dir(&self) -> PathBuf {
+        let dir = self.state.path().join("compose-client");
+        std::fs::create_dir_all(&dir).expect("client config dir");
+        let auths = if self.needs_credentials() {
+            use base64::Engine as _;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#,
+                self.registry_host()
+            )
+        } else {
+            "{}".to_string()
+        };
+        std::fs::write(dir.join("config.json"), auths).expect("client config");
+        dir
     }
 
     /// [`Fixture::start`], then load through the proxy until the initial version serves.
@@ -228,17 +296,32 @@ impl Fixture {
         } else {
             ""
         };
-        let auth = match &self.registry.auth {
-            Some((user, password)) if registries.is_empty() => {
-                let file = self.state.path().join("registry-password");
-                std::fs::write(&file, format!("{password}\n")).expect("password file");
-                format!(
-                    "[[registries]]\nhost = \"{}\"\nusername = \"{user}\"\npassword_file = \"{}\"\n\n",
-                    self.registry.addr,
-                    file.display()
-                )
-            }
-            _ => registries.to_string(),
+        let auth = if self.needs_credentials() && registries.is_empty() {
+            let file = self.state.path().join("registry-password");
+            std::fs::write(&file, format!("{PASSWORD}\n")).expect("password file");
+            format!(
+                "[[registries]]\nhost = \"{}\"\nusername = \"{USER}\"\npassword_file = \"{}\"\n\n",
+                self.registry_host(),
+                file.display()
+            )
+        } else {
+            registries.to_string()
+        };
+        let prod = if o.prod {
+            format!(
+                "\n[[services]]\nname = \"{PROD}\"\nenvironment = \"prod\"\ncompose_project = \"{project}\"\nimage = \"{repo}\"\ntrack = \"{track}\"\nhost = \"prod.{host}\"\nport = 8000\n{health}health_timeout = \"{health_timeout}\"\ndrain = \"{drain}\"\nstop_timeout = \"{stop_timeout}\"\nenv_file = \"{env_file}\"\nenv_var = \"WEB_PROD_IMAGE\"\npromote_from = \"{SERVICE}\"\n{extra}\n",
+                project = self.project.name,
+                repo = self.repo,
+                track = o.track,
+                host = self.host,
+                health_timeout = o.health_timeout,
+                drain = o.drain,
+                stop_timeout = o.stop_timeout,
+                env_file = self.project.env_file().display(),
+                extra = o.prod_extra,
+            )
+        } else {
+            String::new()
         };
         let text = format!(
             r#"[state]
@@ -264,6 +347,8 @@ stop_timeout = "{stop_timeout}"
 env_file = "{env_file}"
 env_var = "WEB_IMAGE"
 {extra}
+{prod}
+{config_extra}
 "#,
             state = self.state.path().join("state").display(),
             network = self.project.network(),
@@ -276,28 +361,39 @@ env_var = "WEB_IMAGE"
             env_file = self.project.env_file().display(),
             extra = o.service_extra,
             track = o.track,
+            config_extra = o.config_extra,
         );
         std::fs::write(&self.config, text).expect("write hoist.toml");
     }
 
     async fn write_compose(&self) {
-        let fragment = if self.options.fragment {
-            let run = self.hoist(&["labels", SERVICE]).await;
-            run.assert_code(0);
-            indent(&(self.options.edit_fragment)(run.stdout.clone()), 4)
-        } else {
-            String::new()
-        };
-        let yaml = format!(
-            "version: \"3.7\"\nservices:\n  web:\n    image: ${{WEB_IMAGE}}\n    restart: unless-stopped\n    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n{fragment}{extra}networks:\n  web:\n    name: {network}\n",
-            extra = self.options.compose_extra,
-            network = self.project.network(),
-        );
+        let mut yaml = "version: \"3.7\"\nservices:\n".to_string();
+        let mut services = vec![(SERVICE, "WEB_IMAGE")];
+        if self.options.prod {
+            services.push((PROD, "WEB_PROD_IMAGE"));
+        }
+        for (name, var) in services {
+            let fragment = if self.options.fragment {
+                let run = self.hoist(&["labels", name]).await;
+                run.assert_code(0);
+                indent(&(self.options.edit_fragment)(run.stdout.clone()), 4)
+            } else {
+                String::new()
+            };
+            yaml.push_str(&format!(
+                "  {name}:\n    image: ${{{var}}}\n    restart: unless-stopped\n    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n{fragment}{extra}",
+                extra = self.options.compose_extra,
+            ));
+        }
+        yaml.push_str(&format!(
+            "networks:\n  web:\n    name: {}\n",
+            self.project.network()
+        ));
         self.project.write_compose(&yaml);
     }
 
     pub fn compose_up(&self) {
-        let config = self.registry.docker_config_dir();
+        let config = self.docker_config_dir();
         let file = self.project.compose_file().display().to_string();
         let out = std::process::Command::new("docker-compose")
             .current_dir(self.project.path())
@@ -344,10 +440,14 @@ env_var = "WEB_IMAGE"
         })
     }
 
-    /// The journal as `hoist history --json` prints it.
+    /// The journal of [`SERVICE`] as `hoist history --json` prints it, newest first.
     pub async fn history(&self) -> Vec<serde_json::Value> {
+        self.history_of(SERVICE).await
+    }
+
+    pub async fn history_of(&self, service: &str) -> Vec<serde_json::Value> {
         let run = self
-            .hoist(&["history", SERVICE, "--json", "--limit", "100"])
+            .hoist(&["history", service, "--json", "--limit", "100"])
             .await;
         run.assert_code(0);
         serde_json::from_str(&run.stdout).expect("history JSON")
@@ -355,14 +455,47 @@ env_var = "WEB_IMAGE"
 
     /// The image reference of the single running container (asserts there is one).
     pub fn running_image(&self) -> String {
-        let running = self.project.running();
+        self.running_image_of(SERVICE)
+    }
+
+    /// The image reference of the one running container of a compose service.
+    pub fn running_image_of(&self, service: &str) -> String {
+        let running = self.project.running_of(service);
+        let names = images::docker(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.Names}} {{.Status}} {{.Labels}}",
+        ]);
         assert_eq!(
             running.len(),
             1,
-            "expected one running container, found {running:?}"
+            "expected one running container of {service}, found {running:?}; all containers:\n{}",
+            String::from_utf8_lossy(&names.stdout)
         );
         let out = images::docker(&["inspect", "-f", "{{.Config.Image}}", &running[0]]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until the journal satisfies `done` (newest entry first).
+    pub async fn wait_history(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let history = self.history().await;
+            if done(&history) {
+                return history;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; journal: {history:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn pinned(&self, tag: &str) -> String {
@@ -372,7 +505,7 @@ env_var = "WEB_IMAGE"
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        images::forget(&self.registry.addr);
+        images::forget(&self.registry_host());
     }
 }
 

@@ -2,6 +2,7 @@
 //! registry, real docker-compose, a Traefik stand-in and a load generator.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod gateway;
 pub mod hoist;
 pub mod images;

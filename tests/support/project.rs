@@ -96,9 +96,22 @@ impl Project {
         self.ids(false)
     }
 
+    /// Ids of the running containers of one compose service.
+    pub fn running_of(&self, service: &str) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.service={service}");
+        self.ids_with(false, &filter)
+    }
+
     fn ids(&self, all: bool) -> Vec<String> {
+        self.ids_with(all, "")
+    }
+
+    fn ids_with(&self, all: bool, extra_filter: &str) -> Vec<String> {
         let filter = format!("label=com.docker.compose.project={}", self.name);
         let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &filter];
+        if !extra_filter.is_empty() {
+            args.extend(["--filter", extra_filter]);
+        }
         if all {
             args.push("-a");
         }
