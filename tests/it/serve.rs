@@ -137,7 +137,8 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
         h.extend(sig);
         h
     };
-    let cases: Vec<(Vec<(&str, String)>, Vec<u8>, &str)> = vec![
+    type Headers = Vec<(&'static str, String)>;
+    let cases: Vec<(Headers, Vec<u8>, &str)> = vec![
         (
             with(Some(("x-hub-signature-256", wrong))),
             body.clone(),
