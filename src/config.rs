@@ -1088,6 +1088,51 @@ port = 8000
     }
 
     #[test]
+    fn daemon_keys_and_promotion_rules() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9480");
+        assert_eq!(c.server.max_parallel, 2);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(60));
+        assert!(c.github.webhook_secret.is_none());
+        assert_eq!(c.services[0].watch_window, Duration::from_secs(900));
+        assert_eq!(c.services[0].poll_interval, None);
+
+        let text = GOOD
+            .replace("[traefik]", "[server]\nlisten = \"0.0.0.0:http\"\nmax_parallel = 0\n[github]\nwebhook_secret_env = \"HOIST_TEST_NO_SUCH_VAR\"\n[traefik]")
+            .replace("port = 8000\nhealth_path", "port = 8000\npoll_interval = \"100ms\"\npromote_after = \"1h\"\ngithub_repository = \"acme\"\nhealth_path")
+            .replace("track = \"semver:^1.4\"", "track = \"semver:^1.4\"\npromote_from = \"web-prod\"");
+        let got = problems(&text);
+        for e in [
+            "server.listen: `0.0.0.0:http` is not an address",
+            "server.max_parallel: 0 is out of range",
+            "github.webhook_secret_env: environment variable `HOIST_TEST_NO_SUCH_VAR` is not set",
+            "services[0].poll_interval: must be at least 1s",
+            "services[0].promote_after: needs promote_from",
+            "services[0].github_repository: `acme` must be owner/name",
+            "services[1].promote_from: a service cannot promote from itself",
+        ] {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
+        }
+        let cycle = GOOD
+            .replace(
+                "track = \"main\"",
+                "track = \"main\"\npromote_from = \"web-prod\"",
+            )
+            .replace(
+                "track = \"semver:^1.4\"",
+                "track = \"semver:^1.4\"\npromote_from = \"web-stage\"",
+            );
+        assert!(
+            problems(&cycle)
+                .iter()
+                .any(|g| g.contains("promotions form a cycle"))
+        );
+    }
+
+    #[test]
     fn tracks() {
         assert_eq!(parse_track("main"), Ok(Track::Tag("main".into())));
         assert!(matches!(parse_track("semver:^1.4"), Ok(Track::Semver(_))));

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::context::Context;
+use crate::deliveries::Deliveries;
 use crate::lock::ServiceLock;
 use crate::poller::{self, Watches};
 use crate::queue::Queue;
@@ -47,6 +48,7 @@ impl Daemon {
         let queue = Queue::new(ctx.clone(), status.clone(), stop.clone());
         Ok(Daemon {
             app: App {
+                deliveries: Arc::new(Deliveries::new(ctx.store.clone())),
                 ctx,
                 queue,
                 watches: Watches::default(),
@@ -87,6 +89,9 @@ impl Daemon {
         background.spawn(promotion::run(ctx.clone(), app.queue.clone(), stop.clone()));
         background.spawn(systemd::watchdog(app.status.clone(), stop.clone()));
         background.spawn(prune_deliveries(ctx.clone(), stop.clone()));
+        let deliveries = app.deliveries.clone();
+        let flush_stop = stop.clone();
+        background.spawn(async move { deliveries.run(flush_stop).await });
 
         let router = server::router(app.clone());
         let server_stop = stop.clone();
@@ -129,6 +134,9 @@ impl Daemon {
         }
         if server_failed.is_none() {
             let _ = server.await;
+        }
+        if let Err(e) = app.deliveries.flush() {
+            tracing::warn!(error = %e, "Cannot record the last webhook deliveries");
         }
         background.shutdown().await;
         Ok(())

@@ -20,6 +20,7 @@ pub mod compose;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod deliveries;
 pub mod drain;
 pub mod engine;
 pub mod envfile;

@@ -24,6 +24,8 @@ use crate::store::PendingRow;
 pub const HOLDER: &str = "hoist serve";
 /// How often to try again while another process (a CLI deploy) holds a service's lock.
 const LOCK_RETRY: Duration = Duration::from_secs(2);
+/// How long a waiting trigger gathers later ones before its check runs.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// A request to bring a service up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,14 +156,22 @@ impl Queue {
         if inner.stop.is_cancelled() {
             return Submitted::Closed;
         }
-        if let Err(e) = inner.ctx.store.save_pending(&job.to_row(service)) {
-            tracing::warn!(service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
-        }
+        let row = job.to_row(service);
         let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
         let slot = slots.entry(service.to_string()).or_default();
         if slot.busy {
             let trigger = job.trigger.clone();
+            // A burst of deliveries asks for the same check again and again: persist only
+            // a change of what is to be checked, not every new trigger name.
+            let same = slot
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.target == job.target && p.expect == job.expect);
             let replaced = slot.pending.replace(job).is_some();
+            drop(slots);
+            if !same {
+                self.persist(&row);
+            }
             inner.status.update(service, |s| {
                 if s.state != State::Rolling {
                     s.state = State::Queued;
@@ -176,6 +186,7 @@ impl Queue {
         }
         slot.busy = true;
         drop(slots);
+        self.persist(&row);
         inner.status.update(service, |s| {
             s.state = State::Queued;
             s.trigger = Some(job.trigger.clone());
@@ -186,6 +197,12 @@ impl Queue {
             .tracker
             .spawn(async move { this.work(service, job).await });
         Submitted::Started
+    }
+
+    fn persist(&self, row: &PendingRow) {
+        if let Err(e) = self.inner.ctx.store.save_pending(row) {
+            tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
+        }
     }
 
     /// Re-submits the triggers that were waiting when the daemon last stopped.
@@ -232,6 +249,14 @@ impl Queue {
             let _ = self.inner.ctx.store.clear_pending(&service);
             self.run(&service, &job).await;
             drop(permit);
+            // Let triggers that keep arriving (a storm of deliveries) gather for a moment:
+            // then a flood costs one check per DEBOUNCE, not one per rollout's length.
+            if self.has_pending(&service) {
+                tokio::select! {
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                    () = self.inner.stop.cancelled() => {}
+                }
+            }
             let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
             let slot = slots.entry(service.clone()).or_default();
             match slot.pending.take() {
@@ -242,6 +267,11 @@ impl Queue {
                 }
             }
         }
+    }
+
+    fn has_pending(&self, service: &str) -> bool {
+        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(service).is_some_and(|s| s.pending.is_some())
     }
 
     async fn run(&self, service: &str, job: &Job) {

@@ -18,8 +18,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
+use crate::deliveries::Deliveries;
 use crate::poller::Watches;
-use crate::queue::{Expected, Job, Queue};
+use crate::queue::{Expected, Job, Queue, Submitted};
 use crate::rollout::Target;
 use crate::status::Status;
 use crate::webhook::{self, Event};
@@ -28,6 +29,7 @@ use crate::webhook::{self, Event};
 #[derive(Clone)]
 pub struct App {
     pub ctx: Context,
+    pub deliveries: Arc<Deliveries>,
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
@@ -42,7 +44,8 @@ pub fn router(app: App) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(app)
+        // Shared, not cloned per request.
+        .with_state(Arc::new(app))
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
@@ -58,7 +61,7 @@ async fn healthz() -> Response {
 }
 
 /// Ready when the Docker engine and the state database answer.
-async fn readyz(State(app): State<App>) -> Response {
+async fn readyz(State(app): State<Arc<App>>) -> Response {
     let docker = app
         .ctx
         .engine
@@ -84,7 +87,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn github_webhook(
-    State(app): State<App>,
+    State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -137,7 +140,7 @@ async fn github_webhook(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match app.ctx.store.record_delivery(delivery, event) {
+    match app.deliveries.claim(delivery, event) {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(delivery, event, "Ignoring a redelivery");
@@ -151,26 +154,48 @@ async fn github_webhook(
             );
         }
     }
-    let (code, answer) = act(&app, event, delivery, &parsed);
-    let outcome = answer["status"].as_str().unwrap_or("?").to_string();
-    tracing::info!(delivery, event, %remote, outcome, "Webhook delivery");
-    let summary = answer.to_string();
-    let _ = app.ctx.store.set_delivery_outcome(delivery, &summary);
+    let Acted {
+        code,
+        answer,
+        changed,
+    } = act(&app, event, delivery, &parsed);
+    // A delivery that changed what hoist will do is worth a line; the rest of a storm of
+    // deliveries (each replacing the waiting check, or ignored) is detail.
+    if changed {
+        tracing::info!(delivery, event, %remote, outcome = %answer, "Webhook delivery");
+    } else {
+        tracing::debug!(delivery, event, %remote, outcome = %answer, "Webhook delivery");
+    }
     reply(code, answer)
 }
 
+/// What a delivery led to.
+struct Acted {
+    code: StatusCode,
+    answer: serde_json::Value,
+    /// A rollout was started or newly queued, or a watch opened.
+    changed: bool,
+}
+
 /// Decides what a verified, new delivery leads to.
-fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> (StatusCode, serde_json::Value) {
+fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
+    let ignored = |reason: &str| Acted {
+        code: StatusCode::ACCEPTED,
+        answer: json!({ "status": "ignored", "reason": reason }),
+        changed: false,
+    };
     match parsed {
-        Event::Ping => return (StatusCode::OK, json!({ "status": "pong" })),
-        Event::Ignored(reason) => {
-            return (
-                StatusCode::ACCEPTED,
-                json!({ "status": "ignored", "reason": reason }),
-            );
+        Event::Ping => {
+            return Acted {
+                code: StatusCode::OK,
+                answer: json!({ "status": "pong" }),
+                changed: false,
+            };
         }
+        Event::Ignored(reason) => return ignored(reason),
         _ => {}
     }
+    let mut changed = false;
     let mut reasons = Vec::new();
     let mut actions = Vec::new();
     let trigger = format!("webhook {event} (delivery {delivery})");
@@ -190,7 +215,9 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> (StatusCode, s
                     }),
                     delivery: Some(delivery.to_string()),
                 };
-                format!("deploy {}", app.queue.submit(&s.name, job).as_str())
+                let submitted = app.queue.submit(&s.name, job);
+                changed |= matches!(submitted, Submitted::Started | Submitted::Queued);
+                format!("deploy {}", submitted.as_str())
             }
             _ => {
                 app.watches.start(
@@ -201,6 +228,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> (StatusCode, s
                     trigger.clone(),
                     &app.stop,
                 );
+                changed = true;
                 format!(
                     "watching the registry for up to {}",
                     humantime::format_duration(s.watch_window)
@@ -215,13 +243,11 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> (StatusCode, s
         } else {
             reasons.join("; ")
         };
-        return (
-            StatusCode::ACCEPTED,
-            json!({ "status": "ignored", "reason": reason }),
-        );
+        return ignored(&reason);
     }
-    (
-        StatusCode::ACCEPTED,
-        json!({ "status": "queued", "services": actions }),
-    )
+    Acted {
+        code: StatusCode::ACCEPTED,
+        answer: json!({ "status": "queued", "services": actions }),
+        changed,
+    }
 }

@@ -219,6 +219,9 @@ pub struct Resolution<'a> {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// A second, read-only connection: in WAL mode reads need not wait for a write (a
+    /// webhook's deduplication check must not wait for a batch of inserts).
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -249,8 +252,15 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
         migrate(&mut conn, &path)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        reader.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path,
         })
     }
@@ -270,6 +280,15 @@ impl Store {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Runs one statement, reusing its prepared form (webhook deliveries hit this path
+    /// thousands of times a second under load).
+    fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(args))
+            .map_err(|e| self.err(e))
     }
 
     /// Answers a trivial query: the database is there and usable.
@@ -299,51 +318,42 @@ impl Store {
     }
 
     pub fn set_resolution(&self, id: i64, r: &Resolution<'_>) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE deploys SET from_image = ?2, from_digest = ?3, to_image = ?4, to_tag = ?5,
+        self.exec(
+            "UPDATE deploys SET from_image = ?2, from_digest = ?3, to_image = ?4, to_tag = ?5,
                  to_digest = ?6, old_container = ?7 WHERE id = ?1",
-                params![
-                    id,
-                    r.from_image,
-                    r.from_digest,
-                    r.to_image,
-                    r.to_tag,
-                    r.to_digest,
-                    r.old_container
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+            params![
+                id,
+                r.from_image,
+                r.from_digest,
+                r.to_image,
+                r.to_tag,
+                r.to_digest,
+                r.old_container
+            ],
+        )?;
         Ok(())
     }
 
     /// Marks the step the rollout is entering; recovery reads it after a crash.
     pub fn enter_step(&self, id: i64, step: Step) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE deploys SET step = ?2 WHERE id = ?1",
-                params![id, step.as_str()],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE deploys SET step = ?2 WHERE id = ?1",
+            params![id, step.as_str()],
+        )?;
         Ok(())
     }
 
     pub fn set_new_container(&self, id: i64, container: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE deploys SET new_container = ?2 WHERE id = ?1",
-                params![id, container],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE deploys SET new_container = ?2 WHERE id = ?1",
+            params![id, container],
+        )?;
         Ok(())
     }
 
     pub fn record_step(&self, id: i64, record: &StepRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO deploy_steps (deploy_id, step, started_at, duration_ms, waited_ms, engine_ms, ok, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+        self.exec("INSERT OR REPLACE INTO deploy_steps (deploy_id, step, started_at, duration_ms, waited_ms, engine_ms, ok, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", params![
                     id,
                     record.step,
                     record.started_at,
@@ -352,9 +362,7 @@ impl Store {
                     record.engine_ms,
                     record.ok,
                     record.detail
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+                ])?;
         Ok(())
     }
 
@@ -364,12 +372,10 @@ impl Store {
         outcome: Outcome,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE deploys SET outcome = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
-                params![id, outcome.as_str(), error, now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE deploys SET outcome = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, outcome.as_str(), error, now_ms()],
+        )?;
         Ok(())
     }
 
@@ -429,12 +435,7 @@ impl Store {
     /// Remembers what was running before hoist's first rollout of a service, so that
     /// `hoist rollback` works after it.
     pub fn seed_current(&self, service: &str, image: &str, digest: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR IGNORE INTO services (name, image, digest, deployed_at) VALUES (?1, ?2, ?3, ?4)",
-                params![service, image, digest, now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec("INSERT OR IGNORE INTO services (name, image, digest, deployed_at) VALUES (?1, ?2, ?3, ?4)", params![service, image, digest, now_ms()])?;
         Ok(())
     }
 
@@ -570,61 +571,70 @@ pub struct PendingRow {
 }
 
 impl Store {
-    /// Remembers a webhook delivery; `false` when its id was seen before (a redelivery).
-    pub fn record_delivery(&self, id: &str, event: &str) -> Result<bool, StoreError> {
-        let inserted = self
-            .conn()
-            .execute(
-                "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
-                params![id, event, now_ms()],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(inserted == 1)
+    /// Whether a webhook delivery id has been recorded.
+    pub fn delivery_seen(&self, id: &str) -> Result<bool, StoreError> {
+        self.reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
+            .and_then(|mut stmt| stmt.exists([id]))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records webhook deliveries `(id, event, received_at)` in one transaction; ids seen
+    /// before are left as they are.
+    pub fn record_deliveries(
+        &self,
+        deliveries: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (id, event, at) in deliveries {
+                stmt.execute(params![id, event, at])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn set_delivery_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "UPDATE deliveries SET outcome = ?2 WHERE id = ?1",
-                params![id, outcome],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE deliveries SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
+        )?;
         Ok(())
     }
 
     /// Forgets deliveries older than `age` (GitHub redelivers for up to 3 days).
     pub fn prune_deliveries(&self, age: Duration) -> Result<usize, StoreError> {
-        self.conn()
-            .execute(
-                "DELETE FROM deliveries WHERE received_at < ?1",
-                [now_ms() - millis(age)],
-            )
-            .map_err(|e| self.err(e))
+        self.exec(
+            "DELETE FROM deliveries WHERE received_at < ?1",
+            [now_ms() - millis(age)],
+        )
     }
 
     /// Stores the latest trigger for a service (replacing an older one).
     pub fn save_pending(&self, row: &PendingRow) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+        self.exec("INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
                     row.service,
                     row.target,
                     row.trigger,
                     row.expect_tag,
                     row.expect_digest,
                     now_ms()
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+                ])?;
         Ok(())
     }
 
     pub fn clear_pending(&self, service: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM pending WHERE service = ?1", [service])
-            .map_err(|e| self.err(e))?;
+        self.exec("DELETE FROM pending WHERE service = ?1", [service])?;
         Ok(())
     }
 
@@ -744,8 +754,11 @@ mod tests {
     #[test]
     fn deliveries_are_deduplicated_and_pending_triggers_kept() {
         let (store, _dir) = temp_store();
-        assert!(store.record_delivery("d-1", "push").unwrap());
-        assert!(!store.record_delivery("d-1", "push").unwrap());
+        assert!(!store.delivery_seen("d-1").unwrap());
+        let batch = vec![("d-1".to_string(), "push".to_string(), now_ms())];
+        store.record_deliveries(&batch).unwrap();
+        store.record_deliveries(&batch).unwrap();
+        assert!(store.delivery_seen("d-1").unwrap());
         assert_eq!(
             store.prune_deliveries(Duration::from_secs(3600)).unwrap(),
             0

@@ -482,4 +482,116 @@ mod tests {
         assert!(concerns(&main, &package("ghcr.io/acme/web")).is_ok());
         assert!(concerns(&main, &package("ghcr.io/acme/worker")).is_err());
     }
+
+    mod fuzz {
+        //! Property tests over the untrusted input: signatures and payloads of any shape
+        //! never panic, and only the exact signature of the exact body is accepted.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const EVENTS: [&str; 8] = [
+            "ping",
+            "push",
+            "workflow_run",
+            "release",
+            "package",
+            "registry_package",
+            "issues",
+            "",
+        ];
+
+        /// JSON values nested a few levels, with the keys hoist reads among random ones.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let key = prop_oneof![
+                Just("ref".to_string()),
+                Just("deleted".to_string()),
+                Just("action".to_string()),
+                Just("repository".to_string()),
+                Just("full_name".to_string()),
+                Just("workflow_run".to_string()),
+                Just("conclusion".to_string()),
+                Just("head_branch".to_string()),
+                Just("release".to_string()),
+                Just("tag_name".to_string()),
+                Just("draft".to_string()),
+                Just("package".to_string()),
+                Just("registry_package".to_string()),
+                Just("package_type".to_string()),
+                Just("package_version".to_string()),
+                Just("package_url".to_string()),
+                Just("container_metadata".to_string()),
+                Just("tag".to_string()),
+                Just("name".to_string()),
+                Just("digest".to_string()),
+                "[a-z_]{1,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                any::<i64>().prop_map(|n| serde_json::json!(n)),
+                prop_oneof![
+                    Just("refs/heads/main".to_string()),
+                    Just("refs/tags/v1.2.3".to_string()),
+                    Just("published".to_string()),
+                    Just("completed".to_string()),
+                    Just("success".to_string()),
+                    Just("CONTAINER".to_string()),
+                    Just("ghcr.io/acme/web:v2:".to_string()),
+                    Just(format!("sha256:{}", "a".repeat(64))),
+                    ".{0,40}",
+                ]
+                .prop_map(serde_json::Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(key.clone(), inner, 0..8)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(event in prop::sample::select(&EVENTS[..]), body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(event, &body);
+            }
+
+            #[test]
+            fn structured_payloads_never_panic(event in prop::sample::select(&EVENTS[..]), value in json()) {
+                let body = value.to_string();
+                if let Ok(parsed) = parse(event, body.as_bytes()) {
+                    let service = super::service("semver:^1");
+                    let _ = concerns(&service, &parsed);
+                }
+            }
+
+            #[test]
+            fn any_signature_header_is_refused_unless_exact(
+                secret in prop::collection::vec(any::<u8>(), 0..64),
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                header in ".{0,80}",
+            ) {
+                let good = sign(&secret, &body);
+                let verdict = verify(&secret, &body, Some(&header), None);
+                prop_assert_eq!(verdict.is_ok(), header.trim() == good);
+                prop_assert!(verify(&secret, &body, Some(&good), None).is_ok());
+            }
+
+            #[test]
+            fn changing_any_byte_breaks_the_signature(
+                body in prop::collection::vec(any::<u8>(), 1..256),
+                index in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let good = sign(b"secret", &body);
+                let mut changed = body.clone();
+                let i = index.index(changed.len());
+                changed[i] ^= flip;
+                prop_assert_eq!(verify(b"secret", &changed, Some(&good), None), Err(SignatureError::Mismatch));
+            }
+        }
+    }
 }

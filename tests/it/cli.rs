@@ -94,11 +94,12 @@ async fn shipped_example_config_passes_check_config() {
     // The example points at /var/lib/hoist and credential files of a real server; check
     // its structure with those swapped for test paths.
     let dir = tempfile::tempdir().unwrap();
-    let secret = write(&dir, "ghcr", "token\n");
+    write(&dir, "ghcr", "token\n");
+    write(&dir, "webhook-secret", "It's a Secret to Everybody\n");
     let text = text
         .replace(
-            "/run/credentials/hoist.service/ghcr",
-            &secret.display().to_string(),
+            "/run/credentials/hoist.service",
+            &dir.path().display().to_string(),
         )
         .replace(
             "/var/lib/hoist",

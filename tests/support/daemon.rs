@@ -43,7 +43,10 @@ impl Daemon {
             .arg("--config")
             .arg(config)
             .arg("serve")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HOIST_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("DOCKER_CONFIG", config.with_file_name("docker-client"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -84,6 +87,45 @@ impl Daemon {
             log,
             http: reqwest::Client::new(),
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("daemon pid")
+    }
+
+    /// The daemon's resident and peak memory in kB, from /proc.
+    pub fn memory_kb(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time (user + system) the daemon has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start after ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of the file, 12 and 13 after ')'. Linux
+        // reports them in USER_HZ, which is 100 on every architecture Docker runs on.
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
     }
 
     pub fn log(&self) -> String {
@@ -152,7 +194,7 @@ impl Daemon {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("daemon pid");
+        let pid = self.pid();
         let out = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .output()
@@ -177,7 +219,8 @@ impl Daemon {
     }
 }
 
-/// A `package` (GHCR) delivery saying `image:tag` now is `digest`.
+/// A `package` (GHCR) delivery saying `image:tag` now is `digest`, about 25 KB like a
+/// real one.
 pub fn package_event(repository: &str, image: &str, tag: &str, digest: &str) -> Vec<u8> {
     serde_json::json!({
         "action": "published",
@@ -192,7 +235,7 @@ pub fn package_event(repository: &str, image: &str, tag: &str, digest: &str) -> 
         "repository": { "full_name": repository },
         "sender": { "login": "ci" },
         // Real deliveries carry much more; pad to a realistic size.
-        "padding": "x".repeat(20_000)
+        "padding": "x".repeat(24_500)
     })
     .to_string()
     .into_bytes()
