@@ -24,8 +24,16 @@ pub struct Config {
     pub traefik: TraefikConfig,
     pub server: ServerConfig,
     pub github: GithubConfig,
+    /// Per-environment settings (`[environments.prod]`), by environment name.
+    pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
     pub registries: Vec<RegistryConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnvironmentConfig {
+    /// Slack-compatible incoming webhook told about rollouts of this environment.
+    pub notify_url: Option<String>,
 }
 
 /// `hoist serve`: the HTTP listener and the deploy queue.
@@ -36,12 +44,25 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Rollouts of different services that may run at once.
     pub max_parallel: usize,
+    /// Bearer token for the admin routes (deploy, rollback, promote); without it they are
+    /// off.
+    pub admin_token: Option<Secret>,
+    /// Bearer token for the read routes (/status, /api/deploys, /metrics); without it they
+    /// are public.
+    pub status_token: Option<Secret>,
+    /// Where operators reach hoist (`https://hoist.example.com`), for links to the status
+    /// page (GitHub deployment log_url, notifications).
+    pub public_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GithubConfig {
     /// Verifies `X-Hub-Signature-256`; without it the webhook endpoint is off.
     pub webhook_secret: Option<Secret>,
+    /// A token allowed to create deployments; without it hoist reports no deployments.
+    pub token: Option<Secret>,
+    /// The REST API (`https://api.github.com`, or a GitHub Enterprise server's).
+    pub api_url: String,
 }
 
 #[derive(Debug, Clone)]
@@ -488,7 +509,20 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
     let webhook_secret = g
         .secret(p, "webhook_secret_file", "webhook_secret_env")
         .unwrap_or(None);
+    let github_token = g.secret(p, "token_file", "token_env").unwrap_or(None);
+    let api_url = g
+        .opt_str(p, "api_url")
+        .unwrap_or_else(|| "https://api.github.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !is_http_url(&api_url) {
+        p.add(
+            "github.api_url",
+            format!("`{api_url}` is not an http(s) URL"),
+        );
+    }
     g.finish(p);
+    let environments = read_environments(top.opt_table(p, "environments").unwrap_or(&empty), p);
 
     let mut registries = Vec::new();
     for (path, table) in top.opt_table_list(p, "registries") {
@@ -534,6 +568,14 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
     }
     check_service_uniqueness(&services, p);
     check_promotions(&services, p);
+    for name in environments.keys() {
+        if !services.iter().any(|s| &s.environment == name) {
+            p.add(
+                format!("environments.{name}"),
+                format!("no service has environment `{name}`"),
+            );
+        }
+    }
     top.finish(p);
 
     Some(Config {
@@ -543,7 +585,12 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
         docker: DockerConfig { host: docker_host },
         traefik: traefik?,
         server: server?,
-        github: GithubConfig { webhook_secret },
+        github: GithubConfig {
+            webhook_secret,
+            token: github_token,
+            api_url,
+        },
+        environments,
         registries,
         services,
     })
@@ -586,7 +633,7 @@ fn read_traefik(table: &Table, p: &mut Problems) -> Option<TraefikConfig> {
         .opt_str(p, "api_url")
         .map(|u| u.trim_end_matches('/').to_string());
     if let Some(u) = &api_url
-        && reqwest::Url::parse(u).map_or(true, |url| !matches!(url.scheme(), "http" | "https"))
+        && !is_http_url(u)
     {
         p.add("traefik.api_url", format!("`{u}` is not an http(s) URL"));
     }
@@ -624,12 +671,60 @@ fn read_server(table: &Table, p: &mut Problems) -> Option<ServerConfig> {
             None
         }
     };
+    let admin_token = s
+        .secret(p, "admin_token_file", "admin_token_env")
+        .unwrap_or(None);
+    let status_token = s
+        .secret(p, "status_token_file", "status_token_env")
+        .unwrap_or(None);
+    let public_url = s
+        .opt_str(p, "public_url")
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &public_url
+        && !is_http_url(u)
+    {
+        p.add("server.public_url", format!("`{u}` is not an http(s) URL"));
+    }
     s.finish(p);
     Some(ServerConfig {
         listen: listen?,
         shutdown_grace: shutdown_grace?,
         max_parallel: max_parallel?,
+        admin_token,
+        status_token,
+        public_url,
     })
+}
+
+fn read_environments(
+    table: &Table,
+    p: &mut Problems,
+) -> std::collections::BTreeMap<String, EnvironmentConfig> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, value) in table {
+        let key = format!("environments.{name}");
+        let Value::Table(t) = value else {
+            p.add(key, format!("expected a table, found {}", value.type_str()));
+            continue;
+        };
+        let mut e = Section::new(key.clone(), t);
+        let notify_url = e.opt_str(p, "notify_url");
+        if let Some(u) = &notify_url
+            && !is_http_url(u)
+        {
+            p.add(
+                format!("{key}.notify_url"),
+                format!("`{u}` is not an http(s) URL"),
+            );
+        }
+        e.finish(p);
+        out.insert(name.clone(), EnvironmentConfig { notify_url });
+    }
+    out
+}
+
+fn is_http_url(u: &str) -> bool {
+    reqwest::Url::parse(u).is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
 }
 
 fn read_registry(mut r: Section<'_>, p: &mut Problems) -> Option<RegistryConfig> {

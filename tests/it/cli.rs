@@ -95,7 +95,9 @@ async fn shipped_example_config_passes_check_config() {
     // its structure with those swapped for test paths.
     let dir = tempfile::tempdir().unwrap();
     write(&dir, "ghcr", "token\n");
-    write(&dir, "webhook-secret", "It's a Secret to Everybody\n");
+    for credential in ["webhook-secret", "admin-token", "github-token"] {
+        write(&dir, credential, "a-credential\n");
+    }
     let text = text
         .replace(
             "/run/credentials/hoist.service",
