@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::{Client, ClientError};
 use crate::compose;
 use crate::config::{self, Config, ServiceConfig};
 use crate::context::Context;
@@ -19,6 +20,8 @@ use crate::image::Digest;
 use crate::promotion;
 use crate::recover;
 use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
+use crate::status;
+use crate::status_page;
 use crate::store::{Deploy, Outcome, Store};
 use crate::traefik;
 
@@ -32,6 +35,10 @@ pub struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, env = "HOIST_CONFIG", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// A running `hoist serve` to go through (default: `server.listen`, if one answers
+    /// there; otherwise the CLI does the work itself).
+    #[arg(long, global = true, env = "HOIST_URL")]
+    pub url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,6 +47,11 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and report every problem.
     CheckConfig,
+    /// What runs where, its health, and what hoist is doing.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the compose YAML (labels, healthcheck, volume) a service's containers need.
     Labels { service: String },
     /// Roll a service to its tracked tag, another tag, or an exact digest.
@@ -100,7 +112,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    match runtime.block_on(run(cli.command, config, terminal)) {
+    match runtime.block_on(run(cli.command, config, cli.url, terminal)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -121,7 +133,12 @@ fn init_tracing(terminal: bool) {
         .try_init();
 }
 
-async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result<u8> {
+async fn run(
+    command: Command,
+    config: Config,
+    url: Option<String>,
+    terminal: bool,
+) -> anyhow::Result<u8> {
     match command {
         Command::CheckConfig => {
             println!(
@@ -137,11 +154,32 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             Ok(0)
         }
         Command::Labels { service } => labels(&config, &service).await,
+        Command::Status { json } => {
+            let doc = match daemon(&config, url.as_deref()).await? {
+                Some(client) => {
+                    eprintln!("(from hoist serve at {})", client.url());
+                    client.status().await?
+                }
+                None => {
+                    let ctx = Context::open(config).await?;
+                    serde_json::to_value(status::document(&ctx, None).await)?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", format_status(&doc));
+            }
+            Ok(0)
+        }
         Command::Deploy {
             service,
             tag,
             digest,
         } => {
+            let Some(s) = find_service(&config, &service).cloned() else {
+                return Ok(USAGE);
+            };
             let target = match (tag, digest) {
                 (Some(tag), _) => Target::Tag(tag),
                 (_, Some(d)) => match Digest::parse(&d) {
@@ -153,9 +191,14 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
                 },
                 _ => Target::Track,
             };
-            let Some(s) = find_service(&config, &service).cloned() else {
-                return Ok(USAGE);
-            };
+            if let Some(client) = acting_daemon(&config, url.as_deref()).await? {
+                let body = match &target {
+                    Target::Tag(t) => serde_json::json!({ "tag": t }),
+                    Target::Digest(d) => serde_json::json!({ "digest": d.as_str() }),
+                    Target::Track => serde_json::json!({}),
+                };
+                return remote(&client, &s.name, "deploy", body).await;
+            }
             let ctx = Context::open(config).await?;
             deploy(&ctx, &s, target, "manual", terminal).await
         }
@@ -163,6 +206,9 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             let Some(s) = find_service(&config, &service).cloned() else {
                 return Ok(USAGE);
             };
+            if let Some(client) = acting_daemon(&config, url.as_deref()).await? {
+                return remote(&client, &s.name, "rollback", serde_json::json!({})).await;
+            }
             let ctx = Context::open(config).await?;
             let previous = ctx
                 .store
@@ -187,8 +233,10 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             {
                 return Ok(USAGE);
             }
-            let store = Store::open(&config.state.dir)?;
-            let deploys = store.deploys(service.as_deref(), limit)?;
+            let deploys = match daemon(&config, url.as_deref()).await? {
+                Some(client) => client.deploys(service.as_deref(), limit).await?,
+                None => Store::open(&config.state.dir)?.deploys(service.as_deref(), limit)?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&deploys)?);
             } else if deploys.is_empty() {
@@ -207,6 +255,9 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             if s.promote_from.is_none() {
                 eprintln!("error: {service} has no promote_from; nothing to promote from");
                 return Ok(USAGE);
+            }
+            if let Some(client) = acting_daemon(&config, url.as_deref()).await? {
+                return remote(&client, &s.name, "promote", serde_json::json!({})).await;
             }
             let ctx = Context::open(config).await?;
             let (digest, _) = match promotion::candidate(&ctx, &s).await {
@@ -238,6 +289,182 @@ async fn run(command: Command, config: Config, terminal: bool) -> anyhow::Result
             Ok(0)
         }
     }
+}
+
+/// The daemon to go through: `--url` (which must answer), else one answering at
+/// `server.listen`, else none (the CLI works on its own).
+async fn daemon(config: &Config, url: Option<&str>) -> anyhow::Result<Option<Client>> {
+    match url {
+        Some(u) => {
+            let client = Client::new(u, config);
+            anyhow::ensure!(
+                client.reachable().await,
+                "no hoist serve answers at {u} (--url)"
+            );
+            Ok(Some(client))
+        }
+        None => {
+            let client = Client::new(&Client::default_url(config), config);
+            Ok(client.reachable().await.then_some(client))
+        }
+    }
+}
+
+/// A daemon whose admin routes this CLI can use, for deploy, rollback and promote.
+async fn acting_daemon(config: &Config, url: Option<&str>) -> anyhow::Result<Option<Client>> {
+    match daemon(config, url).await? {
+        Some(client) if client.can_act() => Ok(Some(client)),
+        Some(client) => {
+            eprintln!(
+                "note: hoist serve runs at {}, but server.admin_token_file is not set; rolling out from this process",
+                client.url()
+            );
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Asks the daemon for a rollout and follows it to its end.
+async fn remote(
+    client: &Client,
+    service: &str,
+    action: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<u8> {
+    eprintln!("via hoist serve at {}", client.url());
+    let before = client.last_deploy_id(service).await?;
+    let answer = match client.act(service, action, body).await {
+        Ok(a) => a,
+        Err(ClientError::Refused {
+            status, message, ..
+        }) => {
+            eprintln!("error: {message}");
+            return Ok(if status == 404 || status == 400 {
+                USAGE
+            } else {
+                FAILED
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    eprintln!(
+        "{service}: {action} {} ({})",
+        answer["status"].as_str().unwrap_or("?"),
+        answer["trigger"].as_str().unwrap_or("?")
+    );
+    let d = client
+        .follow(service, before, |step| eprintln!("  {step} …"))
+        .await?;
+    let to = d.to_digest.as_deref().map_or("-", short_digest);
+    match d.outcome {
+        Outcome::Succeeded => println!("{service} deployed {to} (deploy #{})", d.id),
+        Outcome::Noop => println!(
+            "{service} already runs {to}; nothing to do (deploy #{})",
+            d.id
+        ),
+        outcome => {
+            println!(
+                "{service} {}: {} step failed (deploy #{})",
+                outcome.as_str().replace('_', " "),
+                d.step.as_deref().unwrap_or("-"),
+                d.id
+            );
+            if let Some(e) = &d.error {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if matches!(d.outcome, Outcome::Succeeded | Outcome::Noop) {
+        0
+    } else {
+        FAILED
+    })
+}
+
+fn short_digest(d: &str) -> &str {
+    let hex = d.trim_start_matches("sha256:");
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// The compact table of `hoist status`.
+fn format_status(doc: &serde_json::Value) -> String {
+    let now = doc["generated_at"]
+        .as_i64()
+        .unwrap_or_else(crate::store::now_ms);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let mut rows = vec![[
+        "SERVICE".to_string(),
+        "ENV".into(),
+        "STATE".into(),
+        "HEALTH".into(),
+        "DEPLOYED".into(),
+        "SINCE".into(),
+        "BY".into(),
+        "LAST ROLLOUT".into(),
+    ]];
+    let mut errors = Vec::new();
+    for s in doc["services"].as_array().into_iter().flatten() {
+        let state = match (s["state"].as_str(), s["step"].as_str()) {
+            (Some("rolling"), Some(step)) => format!("rolling:{step}"),
+            (state, _) => state.unwrap_or("-").to_string(),
+        };
+        let deployed = match (s["digest"].as_str(), s["tag"].as_str()) {
+            (Some(d), Some(t)) => format!("{t}@{}", short_digest(d)),
+            (Some(d), None) => short_digest(d).to_string(),
+            _ => "-".into(),
+        };
+        let since = s["deployed_at"]
+            .as_i64()
+            .map_or("-".into(), |at| status_page::relative(at, now));
+        let last = &s["last_rollout"];
+        let last_text = match last["id"].as_i64() {
+            Some(id) => format!("#{id} {}", text(&last["outcome"])),
+            None => "-".into(),
+        };
+        if let Some(e) = last["error"].as_str()
+            && matches!(
+                last["outcome"].as_str(),
+                Some("failed" | "rolled_back" | "interrupted")
+            )
+        {
+            errors.push(format!(
+                "{}: {}",
+                text(&s["name"]),
+                e.lines().next().unwrap_or(e)
+            ));
+        }
+        if let Some(e) = s["last_poll_error"].as_str() {
+            errors.push(format!("{}: poll: {e}", text(&s["name"])));
+        }
+        rows.push([
+            text(&s["name"]),
+            text(&s["environment"]),
+            state,
+            text(&s["health"]),
+            deployed,
+            since,
+            text(&s["deployed_by"]),
+            last_text,
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for e in errors {
+        out.push_str(&format!("! {e}\n"));
+    }
+    out
 }
 
 /// Resolves on SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C).

@@ -45,7 +45,8 @@ impl Daemon {
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
         let status = Arc::new(Status::default());
         let stop = CancellationToken::new();
-        let queue = Queue::new(ctx.clone(), status.clone(), stop.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let queue = Queue::new(ctx.clone(), status.clone(), metrics.clone(), stop.clone());
         Ok(Daemon {
             app: App {
                 deliveries: Arc::new(Deliveries::new(ctx.store.clone())),
@@ -53,6 +54,7 @@ impl Daemon {
                 queue,
                 watches: Watches::default(),
                 status,
+                metrics,
                 stop,
             },
             listener,
@@ -82,6 +84,7 @@ impl Daemon {
                 ctx.clone(),
                 app.queue.clone(),
                 app.status.clone(),
+                app.metrics.clone(),
                 s.name.clone(),
                 stop.clone(),
             ));

@@ -15,7 +15,9 @@
 //! - [`envfile`]: keeping compose's env file in step with what runs.
 //! - [`context`]: the handles a rollout needs, built once; [`cli`]: the command line.
 
+pub mod api;
 pub mod cli;
+pub mod client;
 pub mod compose;
 pub mod config;
 pub mod context;
@@ -25,8 +27,11 @@ pub mod drain;
 pub mod engine;
 pub mod envfile;
 pub mod fault;
+pub mod github;
 pub mod image;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod poller;
 pub mod promotion;
 pub mod queue;
@@ -37,6 +42,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod status_page;
 pub mod store;
 pub mod systemd;
 pub mod traefik;

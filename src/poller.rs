@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
+use crate::metrics::Metrics;
 use crate::queue::{Job, Queue};
 use crate::registry::{RegistryError, Resolved};
 use crate::rollout::Target;
@@ -65,7 +66,7 @@ pub async fn check(
     ctx: &Context,
     queue: &Queue,
     s: &ServiceConfig,
-    trigger: &str,
+    job: &Job,
 ) -> Result<Check, CheckError> {
     let resolved = ctx.registry.resolve_track(&s.image, &s.track).await?;
     // A rollout in progress or waiting will resolve the track itself.
@@ -76,9 +77,9 @@ pub async fn check(
     if running.digest.as_ref() == Some(&resolved.digest) {
         return Ok(Check::UpToDate);
     }
-    tracing::info!(service = %s.name, trigger, digest = %resolved.digest, tag = resolved.tag.as_deref().unwrap_or("-"),
+    tracing::info!(service = %s.name, trigger = %job.trigger, digest = %resolved.digest, tag = resolved.tag.as_deref().unwrap_or("-"),
         "The registry has a new image; queueing a rollout");
-    queue.submit(&s.name, Job::new(Target::Track, trigger));
+    queue.submit(&s.name, job.clone());
     Ok(Check::Queued(resolved))
 }
 
@@ -87,6 +88,7 @@ pub async fn poll(
     ctx: Context,
     queue: Queue,
     status: Arc<Status>,
+    metrics: Arc<Metrics>,
     name: String,
     stop: CancellationToken,
 ) {
@@ -105,7 +107,10 @@ pub async fn poll(
             () = tokio::time::sleep(delay) => {}
             () = stop.cancelled() => return,
         }
-        let result = check(&ctx, &queue, &s, "poll").await;
+        let result = check(&ctx, &queue, &s, &Job::new(Target::Track, "poll")).await;
+        if result.is_err() {
+            metrics.poll_error(&name);
+        }
         status.update(&name, |st| {
             st.last_poll = Some(now_ms());
             st.last_poll_error = result.as_ref().err().map(ToString::to_string);
@@ -163,7 +168,7 @@ impl Watches {
         queue: &Queue,
         status: &Arc<Status>,
         s: &ServiceConfig,
-        trigger: String,
+        job: Job,
         stop: &CancellationToken,
     ) {
         let token = stop.child_token();
@@ -196,13 +201,13 @@ impl Watches {
                     () = tokio::time::sleep(delay) => {}
                     () = token.cancelled() => return,
                 }
-                match check(&ctx, &queue, &s, &trigger).await {
+                match check(&ctx, &queue, &s, &job).await {
                     Ok(Check::Queued(_)) => break,
                     Ok(Check::UpToDate) => {}
                     Err(e) => tracing::warn!(service = %s.name, error = %e, "Watch check failed"),
                 }
                 if tokio::time::Instant::now() + delay >= until {
-                    tracing::info!(service = %s.name, trigger, "Watch window ended without a new image");
+                    tracing::info!(service = %s.name, trigger = %job.trigger, "Watch window ended without a new image");
                     break;
                 }
                 delay = (delay * 2).clamp(WATCH_FIRST, WATCH_MAX);

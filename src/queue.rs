@@ -13,11 +13,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ServiceConfig;
 use crate::context::Context;
+use crate::github::{self, Deployments};
 use crate::image::Digest;
 use crate::lock::LockError;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::rollout::{self, Request, RolloutError, Target};
-use crate::status::{State, Status, StatusObserver};
+use crate::rollout::{Observer, Step};
+use crate::status::{State, Status};
 use crate::store::PendingRow;
 
 /// Who holds a service's lock while the daemon rolls it out.
@@ -37,6 +42,8 @@ pub struct Job {
     pub expect: Option<Expected>,
     /// The webhook delivery behind this job, whose outcome is recorded.
     pub delivery: Option<String>,
+    /// The commit sha or tag the image was built from, for GitHub's deployment record.
+    pub git_ref: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +59,7 @@ impl Job {
             trigger: trigger.into(),
             expect: None,
             delivery: None,
+            git_ref: None,
         }
     }
 
@@ -88,6 +96,7 @@ impl Job {
             trigger: row.trigger.clone(),
             expect,
             delivery: None,
+            git_ref: None,
         })
     }
 }
@@ -124,6 +133,9 @@ pub struct Queue {
 struct Inner {
     ctx: Context,
     status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    deployments: Deployments,
+    notifier: Notifier,
     slots: Mutex<HashMap<String, Slot>>,
     permits: Semaphore,
     tracker: TaskTracker,
@@ -137,12 +149,20 @@ struct Slot {
 }
 
 impl Queue {
-    pub fn new(ctx: Context, status: Arc<Status>, stop: CancellationToken) -> Queue {
+    pub fn new(
+        ctx: Context,
+        status: Arc<Status>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Queue {
         let permits = Semaphore::new(ctx.config.server.max_parallel);
         Queue {
             inner: Arc::new(Inner {
+                deployments: Deployments::new(&ctx.config, ctx.store.clone()),
+                notifier: Notifier::new(ctx.config.clone()),
                 ctx,
                 status,
+                metrics,
                 slots: Mutex::new(HashMap::new()),
                 permits,
                 tracker: TaskTracker::new(),
@@ -293,7 +313,14 @@ impl Queue {
             trigger: job.trigger.clone(),
             holder: HOLDER.to_string(),
         };
-        let observer = StatusObserver { status, service };
+        let observer = Follow {
+            inner: &self.inner,
+            service: config,
+            git_ref: job.git_ref.as_deref(),
+            github: Mutex::new(None),
+        };
+        let clock = std::time::Instant::now();
+        self.inner.metrics.rollout_started(service);
         status.update(service, |s| {
             s.state = State::Rolling;
             s.step = None;
@@ -312,6 +339,31 @@ impl Queue {
                 Err(e) => break Err(e.to_string()),
             }
         };
+        let github = observer
+            .github
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match &outcome {
+            Ok(report) => {
+                if let Some(github) = github {
+                    github.finish(report.outcome, report.error.clone());
+                }
+                self.inner.notifier.rollout(config, report);
+                self.inner.metrics.rollout_finished(
+                    service,
+                    &config.environment,
+                    report.outcome.as_str(),
+                    clock.elapsed(),
+                );
+            }
+            Err(_) => self.inner.metrics.rollout_finished(
+                service,
+                &config.environment,
+                "not_started",
+                clock.elapsed(),
+            ),
+        }
         let (state, text) = match &outcome {
             Ok(r) if r.succeeded() => (
                 State::Idle,
@@ -365,6 +417,42 @@ impl Queue {
     }
 }
 
+/// Follows a daemon rollout into the live status, the metrics and GitHub.
+struct Follow<'a> {
+    inner: &'a Inner,
+    service: &'a ServiceConfig,
+    git_ref: Option<&'a str>,
+    github: Mutex<Option<github::Report>>,
+}
+
+impl Observer for Follow<'_> {
+    fn planned(&self, tag: Option<&str>, digest: &Digest) {
+        let git_ref = self.git_ref.or(tag);
+        if let Some(rollout) = Deployments::describe(
+            &self.inner.ctx.config,
+            self.service,
+            git_ref,
+            digest.as_str(),
+        ) {
+            let report = self.inner.deployments.begin(rollout);
+            *self.github.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+        }
+    }
+
+    fn started(&self, step: Step) {
+        self.inner.status.update(&self.service.name, |s| {
+            s.state = State::Rolling;
+            s.step = Some(step.as_str().to_string());
+        });
+    }
+
+    fn finished(&self, step: Step, elapsed: Duration, _result: Result<&str, &str>) {
+        self.inner
+            .metrics
+            .step(&self.service.name, step.as_str(), elapsed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +471,7 @@ mod tests {
                     digest,
                 }),
                 delivery: None,
+                git_ref: None,
             },
         ] {
             assert_eq!(Job::from_row(&job.to_row("web")), Some(job));

@@ -108,6 +108,8 @@ pub struct Request {
 
 /// Receives progress, for a terminal or a status page. Log lines are written regardless.
 pub trait Observer: Send + Sync {
+    /// After `resolve`, when there is something to deploy: the tag (if any) and digest.
+    fn planned(&self, _tag: Option<&str>, _digest: &Digest) {}
     fn started(&self, _step: Step) {}
     fn progress(&self, _step: Step, _message: &str) {}
     fn finished(&self, _step: Step, _elapsed: Duration, _result: Result<&str, &str>) {}
@@ -348,6 +350,8 @@ impl Rollout<'_> {
         if plan.old.digest.as_ref() == Some(&plan.resolved.digest) {
             return self.report(Outcome::Noop, None, from, to);
         }
+        self.observer
+            .planned(plan.resolved.tag.as_deref(), &plan.resolved.digest);
         let fail = |step: Step, outcome: Outcome, e: String| {
             self.report(outcome, Some((step, e)), from.clone(), to.clone())
         };

@@ -33,6 +33,7 @@ pub struct App {
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub stop: CancellationToken,
 }
 
@@ -44,15 +45,16 @@ pub fn router(app: App) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::api::routes())
         // Shared, not cloned per request.
         .with_state(Arc::new(app))
 }
 
-fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+pub(crate) fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     reply(status, json!({ "error": message.into() }))
 }
 
@@ -92,6 +94,32 @@ async fn github_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let response = handle_delivery(&app, remote, &headers, body);
+    let event = header(&headers, "x-github-event").unwrap_or("unknown");
+    let result = match response.status() {
+        StatusCode::UNAUTHORIZED => "refused",
+        StatusCode::NOT_FOUND => "off",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "bad_request",
+        _ => response
+            .extensions()
+            .get::<DeliveryResult>()
+            .map_or("ok", |r| r.0),
+    };
+    app.metrics.delivery(event, result);
+    response
+}
+
+/// What a delivery came to, for the metrics (set on successful responses).
+#[derive(Clone, Copy)]
+struct DeliveryResult(&'static str);
+
+fn handle_delivery(
+    app: &App,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let Some(secret) = app.ctx.config.github.webhook_secret.as_ref() else {
         return error(
             StatusCode::NOT_FOUND,
@@ -99,8 +127,8 @@ async fn github_webhook(
         );
     };
     let (Some(event), Some(delivery)) = (
-        header(&headers, "x-github-event"),
-        header(&headers, "x-github-delivery"),
+        header(headers, "x-github-event"),
+        header(headers, "x-github-delivery"),
     ) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -114,7 +142,7 @@ async fn github_webhook(
         }
         Err(e) => return error(e.status(), e.body_text()),
     };
-    if let Some(kind) = header(&headers, "content-type")
+    if let Some(kind) = header(headers, "content-type")
         && !kind.starts_with("application/json")
     {
         return error(
@@ -127,8 +155,8 @@ async fn github_webhook(
     if let Err(e) = webhook::verify(
         secret.expose().as_bytes(),
         &body,
-        header(&headers, "x-hub-signature-256"),
-        header(&headers, "x-hub-signature"),
+        header(headers, "x-hub-signature-256"),
+        header(headers, "x-hub-signature"),
     ) {
         tracing::warn!(delivery, event, %remote, reason = %e, "Refused a webhook delivery with a bad signature");
         return error(StatusCode::UNAUTHORIZED, e.to_string());
@@ -144,7 +172,10 @@ async fn github_webhook(
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(delivery, event, "Ignoring a redelivery");
-            return reply(StatusCode::OK, json!({ "status": "duplicate" }));
+            return with_result(
+                reply(StatusCode::OK, json!({ "status": "duplicate" })),
+                "duplicate",
+            );
         }
         Err(e) => {
             tracing::error!(delivery, error = %e, "Cannot record a webhook delivery");
@@ -158,7 +189,7 @@ async fn github_webhook(
         code,
         answer,
         changed,
-    } = act(&app, event, delivery, &parsed);
+    } = act(app, event, delivery, &parsed);
     // A delivery that changed what hoist will do is worth a line; the rest of a storm of
     // deliveries (each replacing the waiting check, or ignored) is detail.
     if changed {
@@ -166,7 +197,17 @@ async fn github_webhook(
     } else {
         tracing::debug!(delivery, event, %remote, outcome = %answer, "Webhook delivery");
     }
-    reply(code, answer)
+    let result = match answer["status"].as_str() {
+        Some("queued") => "queued",
+        Some("pong") => "pong",
+        _ => "ignored",
+    };
+    with_result(reply(code, answer), result)
+}
+
+fn with_result(mut response: Response, result: &'static str) -> Response {
+    response.extensions_mut().insert(DeliveryResult(result));
+    response
 }
 
 /// What a delivery led to.
@@ -214,20 +255,19 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
                         digest,
                     }),
                     delivery: Some(delivery.to_string()),
+                    git_ref: webhook::git_ref(parsed),
                 };
                 let submitted = app.queue.submit(&s.name, job);
                 changed |= matches!(submitted, Submitted::Started | Submitted::Queued);
                 format!("deploy {}", submitted.as_str())
             }
             _ => {
-                app.watches.start(
-                    &app.ctx,
-                    &app.queue,
-                    &app.status,
-                    s,
-                    trigger.clone(),
-                    &app.stop,
-                );
+                let job = Job {
+                    git_ref: webhook::git_ref(parsed),
+                    ..Job::new(Target::Track, trigger.clone())
+                };
+                app.watches
+                    .start(&app.ctx, &app.queue, &app.status, s, job, &app.stop);
                 changed = true;
                 format!(
                     "watching the registry for up to {}",

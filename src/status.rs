@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::rollout::{Observer, Step};
 use crate::store::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -93,17 +92,152 @@ impl Status {
     }
 }
 
-/// Follows a rollout's steps into the status.
-pub struct StatusObserver<'a> {
-    pub status: &'a Status,
-    pub service: &'a str,
+/// The `/status` document: per service, what runs, how healthy it is, what hoist is doing
+/// with it and what it did last.
+#[derive(Debug, Clone, Serialize)]
+pub struct Document {
+    pub version: &'static str,
+    /// Milliseconds since the Unix epoch; `None` when built by the CLI without a daemon.
+    pub started_at: Option<i64>,
+    pub uptime_s: Option<u64>,
+    pub generated_at: i64,
+    pub services: Vec<ServiceView>,
 }
 
-impl Observer for StatusObserver<'_> {
-    fn started(&self, step: Step) {
-        self.status.update(self.service, |s| {
-            s.state = State::Rolling;
-            s.step = Some(step.as_str().to_string());
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub environment: String,
+    pub image: String,
+    pub track: String,
+    pub host: String,
+    /// What hoist last deployed (from its state).
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub deployed_at: Option<i64>,
+    /// The trigger of the rollout that deployed it.
+    pub deployed_by: Option<String>,
+    pub previous_digest: Option<String>,
+    /// What Docker runs right now.
+    pub container: Option<String>,
+    pub running_digest: Option<String>,
+    /// healthy, starting, unhealthy, running (no healthcheck), down, or what went wrong.
+    pub health: String,
+    pub state: State,
+    pub step: Option<String>,
+    pub trigger: Option<String>,
+    pub last_rollout: Option<LastRollout>,
+    pub promote_from: Option<String>,
+    pub poll_interval_s: Option<u64>,
+    pub last_poll: Option<i64>,
+    pub next_poll: Option<i64>,
+    pub last_poll_error: Option<String>,
+    pub watching_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRollout {
+    pub id: i64,
+    pub outcome: crate::store::Outcome,
+    pub step: Option<String>,
+    pub error: Option<String>,
+    pub trigger: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// Builds the document. `live` is the daemon's in-memory status (absent in the CLI).
+pub async fn document(ctx: &crate::context::Context, live: Option<&Status>) -> Document {
+    let mut services = Vec::new();
+    for s in &ctx.config.services {
+        let state = ctx.store.service_state(&s.name).ok().flatten();
+        let last = ctx
+            .store
+            .deploys(Some(&s.name), 1)
+            .ok()
+            .and_then(|d| d.into_iter().next());
+        let deployed_by = state
+            .as_ref()
+            .and_then(|st| st.deploy_id)
+            .and_then(|id| ctx.store.deploy(id).ok().flatten())
+            .map(|d| d.trigger);
+        let (container, running_digest, health) = match crate::service::current(ctx, s).await {
+            Ok(r) => {
+                let status = r.status();
+                let health = match (status.running, status.health) {
+                    (false, _) => "down".to_string(),
+                    (true, crate::engine::Health::None) => "running".to_string(),
+                    (true, h) => h.as_str().to_string(),
+                };
+                (
+                    Some(crate::compose::container_name(&r.inspect)),
+                    r.digest.map(|d| d.to_string()),
+                    health,
+                )
+            }
+            Err(crate::service::CurrentError::NotRunning { .. }) => {
+                (None, None, "down".to_string())
+            }
+            Err(e) => (None, None, format!("unknown: {e}")),
+        };
+        let live = live.map(|l| l.get(&s.name)).unwrap_or_default();
+        // A failed last rollout shows as failed until the next one; the live state
+        // otherwise says what the queue is doing.
+        let state_now = match (live.state, &last) {
+            (State::Idle, Some(d))
+                if matches!(
+                    d.outcome,
+                    crate::store::Outcome::Failed | crate::store::Outcome::RolledBack
+                ) =>
+            {
+                State::Failed
+            }
+            (State::Idle, Some(d)) if d.outcome == crate::store::Outcome::Running => State::Rolling,
+            (state, _) => state,
+        };
+        services.push(ServiceView {
+            name: s.name.clone(),
+            environment: s.environment.clone(),
+            image: s.image.to_string(),
+            track: s.track.to_string(),
+            host: s.host.clone(),
+            tag: state.as_ref().and_then(|st| st.tag.clone()),
+            digest: state.as_ref().map(|st| st.digest.clone()),
+            deployed_at: state.as_ref().map(|st| st.deployed_at),
+            deployed_by,
+            previous_digest: state.as_ref().and_then(|st| st.previous_digest.clone()),
+            container,
+            running_digest,
+            health,
+            state: state_now,
+            step: live.step.clone().or_else(|| {
+                last.as_ref()
+                    .filter(|d| d.outcome == crate::store::Outcome::Running)
+                    .and_then(|d| d.step.clone())
+            }),
+            trigger: live.trigger.clone(),
+            last_rollout: last.map(|d| LastRollout {
+                id: d.id,
+                outcome: d.outcome,
+                step: d.step,
+                error: d.error,
+                trigger: d.trigger,
+                started_at: d.started_at,
+                finished_at: d.finished_at,
+            }),
+            promote_from: s.promote_from.clone(),
+            poll_interval_s: s.poll_interval.map(|d| d.as_secs()),
+            last_poll: live.last_poll,
+            next_poll: live.next_poll,
+            last_poll_error: live.last_poll_error.clone(),
+            watching_until: live.watching_until,
         });
+    }
+    Document {
+        version: env!("CARGO_PKG_VERSION"),
+        started_at: live.map(Status::started_at),
+        uptime_s: live.map(|l| l.uptime().as_secs()),
+        generated_at: now_ms(),
+        services,
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rollout::Step;
 
@@ -79,6 +79,12 @@ const MIGRATIONS: &[&str] = &[
         expect_digest TEXT,
         queued_at INTEGER NOT NULL
     );",
+    // 4: the GitHub deployment reporting what each service runs (to mark it inactive
+    // when it is replaced).
+    "CREATE TABLE github_deployments (
+        service TEXT PRIMARY KEY,
+        deployment_id INTEGER NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +108,7 @@ pub enum StoreError {
 }
 
 /// How a rollout ended (or that it has not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Running,
@@ -146,7 +152,7 @@ pub fn millis(d: Duration) -> i64 {
 }
 
 /// One row of the journal with its steps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deploy {
     pub id: i64,
     pub service: String,
@@ -171,7 +177,7 @@ pub struct Deploy {
     pub steps: Vec<StepRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub step: String,
     pub started_at: i64,
@@ -630,6 +636,26 @@ impl Store {
                     row.expect_digest,
                     now_ms()
                 ])?;
+        Ok(())
+    }
+
+    pub fn github_deployment(&self, service: &str) -> Result<Option<u64>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT deployment_id FROM github_deployments WHERE service = ?1",
+                [service],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|id| id.and_then(|id| u64::try_from(id).ok()))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_github_deployment(&self, service: &str, id: u64) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO github_deployments (service, deployment_id) VALUES (?1, ?2)",
+            params![service, i64::try_from(id).unwrap_or(i64::MAX)],
+        )?;
         Ok(())
     }
 

@@ -73,6 +73,8 @@ pub enum Event {
     Source {
         repository: String,
         reference: Reference,
+        /// The commit the branch or tag points at, when the event names it.
+        sha: Option<String>,
     },
     /// An image tag was published: it exists now.
     Package {
@@ -115,6 +117,7 @@ struct Repo {
 struct PushPayload {
     #[serde(rename = "ref")]
     reference: String,
+    after: Option<String>,
     #[serde(default)]
     deleted: bool,
     repository: Repo,
@@ -131,6 +134,7 @@ struct WorkflowRunPayload {
 struct WorkflowRun {
     conclusion: Option<String>,
     head_branch: Option<String>,
+    head_sha: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +218,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
             Event::Source {
                 repository: p.repository.full_name,
                 reference,
+                sha: p.after,
             }
         }
         "workflow_run" => {
@@ -231,6 +236,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
             Event::Source {
                 repository: p.repository.full_name,
                 reference: Reference::Branch(branch),
+                sha: p.workflow_run.head_sha,
             }
         }
         "release" => {
@@ -244,6 +250,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Event, PayloadError> {
             Event::Source {
                 repository: p.repository.full_name,
                 reference: Reference::Tag(p.release.tag_name),
+                sha: None,
             }
         }
         "package" | "registry_package" => {
@@ -302,12 +309,24 @@ fn image_of_package_url(url: &str) -> Option<Repository> {
     Repository::parse(repo).ok()
 }
 
+/// What GitHub should name as the deployed ref: the commit when the event says it,
+/// else the tag or branch.
+pub fn git_ref(event: &Event) -> Option<String> {
+    match event {
+        Event::Source { sha: Some(sha), .. } => Some(sha.clone()),
+        Event::Source { reference, .. } => Some(reference.name().to_string()),
+        Event::Package { tag, .. } => Some(tag.clone()),
+        Event::Ping | Event::Ignored(_) => None,
+    }
+}
+
 /// Whether `event` concerns `service`, and if not, why.
 pub fn concerns(service: &ServiceConfig, event: &Event) -> Result<(), String> {
     let (repository, name) = match event {
         Event::Source {
             repository,
             reference,
+            ..
         } => (repository, reference.name()),
         Event::Package {
             repository, tag, ..
@@ -400,7 +419,8 @@ mod tests {
             parse("push", push).unwrap(),
             Event::Source {
                 repository: "acme/web".into(),
-                reference: Reference::Branch("main".into())
+                reference: Reference::Branch("main".into()),
+                sha: Some("abc".into()),
             }
         );
         let deleted =
@@ -441,6 +461,7 @@ mod tests {
         let source = |repo: &str, r: Reference| Event::Source {
             repository: repo.into(),
             reference: r,
+            sha: None,
         };
         assert!(concerns(&main, &source("acme/web", Reference::Branch("main".into()))).is_ok());
         assert!(concerns(&main, &source("acme/web", Reference::Branch("dev".into()))).is_err());

@@ -1,0 +1,215 @@
+//! GitHub Deployments: each rollout the daemon runs is reported as a deployment of the
+//! service's `github_repository` (environment = the service's environment), with an
+//! `in_progress` status, then `success` or `failure`; the deployment it replaced is marked
+//! `inactive`.
+//!
+//! Reporting runs in its own task, fed by the rollout through a channel, every request
+//! with a timeout: a slow or failing GitHub never delays or fails a rollout, it only costs
+//! a warning in the log.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, ServiceConfig};
+use crate::store::{Outcome, Store};
+
+/// Per request; GitHub answers in well under a second when it is well.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything GitHub is told about one rollout.
+pub struct Rollout {
+    pub repository: String,
+    pub environment: String,
+    pub service: String,
+    /// The commit sha or tag the image was built from.
+    pub git_ref: String,
+    pub description: String,
+    pub environment_url: String,
+    pub log_url: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Deployments {
+    client: Option<octocrab::Octocrab>,
+    store: Store,
+}
+
+/// The end of a reported rollout; dropping it without [`Report::finish`] reports nothing
+/// more (the deployment stays `in_progress`, as GitHub shows an interrupted one).
+pub struct Report {
+    done: Option<oneshot::Sender<(Outcome, Option<String>)>>,
+}
+
+impl Report {
+    pub fn finish(mut self, outcome: Outcome, error: Option<String>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((outcome, error));
+        }
+    }
+}
+
+impl Deployments {
+    /// Off (reports nothing) without `github.token_file`.
+    pub fn new(config: &Config, store: Store) -> Self {
+        let client = config.github.token.as_ref().and_then(|token| {
+            let built = octocrab::Octocrab::builder()
+                .personal_token(token.expose().to_string())
+                .base_uri(config.github.api_url.as_str())
+                .map(|b| {
+                    b.set_connect_timeout(Some(TIMEOUT))
+                        .set_read_timeout(Some(TIMEOUT))
+                        .set_write_timeout(Some(TIMEOUT))
+                        .build()
+                });
+            match built {
+                Ok(Ok(client)) => Some(client),
+                Ok(Err(e)) | Err(e) => {
+                    tracing::warn!(error = %e, "Cannot set up the GitHub client; deployments will not be reported");
+                    None
+                }
+            }
+        });
+        Deployments { client, store }
+    }
+
+    /// The GitHub facts for a rollout of `service`, when it has a repository.
+    pub fn describe(
+        config: &Config,
+        service: &ServiceConfig,
+        git_ref: Option<&str>,
+        digest: &str,
+    ) -> Option<Rollout> {
+        let repository = service.github_repository.clone()?;
+        let git_ref = git_ref?.to_string();
+        let short = digest
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or(digest);
+        let description: String = format!("hoist: {} {} @ {short}", service.name, git_ref)
+            .chars()
+            .take(140)
+            .collect();
+        Some(Rollout {
+            repository,
+            environment: service.environment.clone(),
+            service: service.name.clone(),
+            git_ref,
+            description,
+            environment_url: format!("https://{}", service.host),
+            log_url: config
+                .server
+                .public_url
+                .as_ref()
+                .map(|u| format!("{u}/status")),
+        })
+    }
+
+    /// Starts reporting a rollout; returns the handle to report its end with.
+    pub fn begin(&self, rollout: Rollout) -> Report {
+        let Some(client) = self.client.clone() else {
+            return Report { done: None };
+        };
+        let (done, outcome) = oneshot::channel();
+        let store = self.store.clone();
+        tokio::spawn(async move { report(client, store, rollout, outcome).await });
+        Report { done: Some(done) }
+    }
+}
+
+async fn post(
+    client: &octocrab::Octocrab,
+    route: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    match tokio::time::timeout(
+        TIMEOUT,
+        client.post::<_, serde_json::Value>(route, Some(&body)),
+    )
+    .await
+    {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
+    }
+}
+
+async fn report(
+    client: octocrab::Octocrab,
+    store: Store,
+    r: Rollout,
+    outcome: oneshot::Receiver<(Outcome, Option<String>)>,
+) {
+    let deployments = format!("/repos/{}/deployments", r.repository);
+    let created = post(
+        &client,
+        &deployments,
+        json!({
+            "ref": r.git_ref,
+            "environment": r.environment,
+            "description": r.description,
+            "auto_merge": false,
+            "required_contexts": [],
+            "transient_environment": false,
+            "production_environment": r.environment == "prod" || r.environment == "production",
+        }),
+    )
+    .await;
+    let id = match created.map(|v| v["id"].as_u64()) {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            tracing::warn!(service = %r.service, "GitHub created no deployment (no id in the answer)");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(service = %r.service, repository = %r.repository, error = %e, "Cannot create a GitHub deployment");
+            return;
+        }
+    };
+    let status = |state: &str, description: &str| {
+        let mut body = json!({
+            "state": state,
+            "environment_url": r.environment_url,
+            "description": description.chars().take(140).collect::<String>(),
+            "auto_inactive": false,
+        });
+        if let Some(log) = &r.log_url {
+            body["log_url"] = json!(log);
+        }
+        body
+    };
+    let statuses = format!("{deployments}/{id}/statuses");
+    if let Err(e) = post(&client, &statuses, status("in_progress", "rolling out")).await {
+        tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment in progress");
+    }
+    let Ok((outcome, error)) = outcome.await else {
+        return;
+    };
+    let (state, text) = match outcome {
+        Outcome::Succeeded => ("success", "deployed".to_string()),
+        other => (
+            "failure",
+            error.unwrap_or_else(|| other.as_str().to_string()),
+        ),
+    };
+    if let Err(e) = post(&client, &statuses, status(state, &text)).await {
+        tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment's result");
+        return;
+    }
+    if outcome != Outcome::Succeeded {
+        return;
+    }
+    match store.github_deployment(&r.service) {
+        Ok(Some(previous)) if previous != id => {
+            let route = format!("{deployments}/{previous}/statuses");
+            if let Err(e) = post(&client, &route, status("inactive", "replaced")).await {
+                tracing::warn!(service = %r.service, error = %e, "Cannot mark the replaced GitHub deployment inactive");
+            }
+        }
+        _ => {}
+    }
+    if let Err(e) = store.set_github_deployment(&r.service, id) {
+        tracing::warn!(service = %r.service, error = %e, "Cannot remember the GitHub deployment");
+    }
+}

@@ -1,0 +1,105 @@
+//! Notifications: a Slack-compatible incoming webhook per environment
+//! (`[environments.<name>] notify_url`) is told when a rollout succeeds, fails or is
+//! rolled back. Sent from a task of its own, retried with backoff: a chat service that is
+//! down never blocks or fails a rollout.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::config::{Config, ServiceConfig};
+use crate::rollout::Report;
+use crate::store::Outcome;
+
+const ATTEMPTS: u32 = 4;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Notifier {
+    http: reqwest::Client,
+    config: std::sync::Arc<Config>,
+}
+
+impl Notifier {
+    pub fn new(config: std::sync::Arc<Config>) -> Self {
+        Notifier {
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            config,
+        }
+    }
+
+    /// Tells the service's environment about a finished rollout (not about no-ops).
+    pub fn rollout(&self, service: &ServiceConfig, report: &Report) {
+        let Some(url) = self
+            .config
+            .environments
+            .get(&service.environment)
+            .and_then(|e| e.notify_url.clone())
+        else {
+            return;
+        };
+        let Some(text) = message(service, report, self.config.server.public_url.as_deref()) else {
+            return;
+        };
+        let http = self.http.clone();
+        let name = service.name.clone();
+        tokio::spawn(async move {
+            let mut wait = FIRST_RETRY;
+            for attempt in 1..=ATTEMPTS {
+                let sent = http.post(&url).json(&json!({ "text": text })).send().await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => {
+                        tracing::warn!(service = %name, status = r.status().as_u16(), attempt, "Notification refused")
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %name, error = %e, attempt, "Notification not delivered")
+                    }
+                }
+                if attempt < ATTEMPTS {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+            tracing::warn!(service = %name, "Gave up on a notification");
+        });
+    }
+}
+
+/// The chat line for a rollout; `None` for outcomes nobody needs to hear about.
+pub fn message(
+    service: &ServiceConfig,
+    report: &Report,
+    public_url: Option<&str>,
+) -> Option<String> {
+    let to = report.to.as_ref().map_or("?", |d| d.short());
+    let link = public_url
+        .map(|u| format!(" <{u}/status|status>"))
+        .unwrap_or_default();
+    let why = report
+        .error
+        .as_deref()
+        .and_then(|e| e.lines().next())
+        .unwrap_or("no details");
+    let step = report.failed_step.map_or("-", |s| s.as_str());
+    let text = match report.outcome {
+        Outcome::Succeeded => format!(
+            ":white_check_mark: {} ({}) now runs {} @ {to} (deploy #{}){link}",
+            service.name, service.environment, service.image, report.deploy_id
+        ),
+        Outcome::RolledBack => format!(
+            ":leftwards_arrow_with_hook: {} ({}): {to} was rolled back at {step}; the previous version keeps serving. {why} (deploy #{}){link}",
+            service.name, service.environment, report.deploy_id
+        ),
+        Outcome::Failed => format!(
+            ":x: {} ({}): rollout to {to} failed at {step}: {why} (deploy #{}){link}",
+            service.name, service.environment, report.deploy_id
+        ),
+        Outcome::Noop | Outcome::Running | Outcome::Interrupted => return None,
+    };
+    Some(text)
+}
