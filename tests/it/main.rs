@@ -14,3 +14,4 @@ mod refusals;
 mod registry;
 mod rollout;
 mod serve;
+mod stack;
