@@ -195,6 +195,8 @@ fn systemd_unit_agrees_with_the_example_config() {
     assert_eq!(unit_value(&unit, "Type"), "notify");
     assert!(!unit_value(&unit, "WatchdogSec").is_empty());
     assert_eq!(unit_value(&unit, "Restart"), "on-failure");
+    // hoist exits 2 on an invalid config: no restart loop over it.
+    assert_eq!(unit_value(&unit, "RestartPreventExitStatus"), "2");
     assert_eq!(unit_value(&unit, "DynamicUser"), "yes");
     assert_eq!(unit_value(&unit, "SupplementaryGroups"), "docker");
     assert_eq!(
