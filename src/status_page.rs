@@ -99,11 +99,16 @@ fn service(out: &mut String, s: &ServiceView, now: i64) {
         row(out, "since", &format!("{}{by}", relative(at, now)));
     }
     if s.running_digest.is_some() && s.running_digest != s.digest {
+        let note = if s.digest.is_some() {
+            " <span class=\"dim\">(not what hoist recorded)</span>"
+        } else {
+            ""
+        };
         row(
             out,
             "running",
             &format!(
-                "<code>{}</code> <span class=\"dim\">(not what hoist recorded)</span>",
+                "<code>{}</code>{note}",
                 short(s.running_digest.as_deref().unwrap_or_default())
             ),
         );

@@ -9,6 +9,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod ops;
 mod proxy;
 mod refusals;
 mod registry;

@@ -477,16 +477,26 @@ env_var = "WEB_IMAGE"
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Waits until the journal satisfies `done` (newest entry first).
+    /// Waits until the journal of [`SERVICE`] satisfies `done` (newest entry first).
     pub async fn wait_history(
         &self,
         what: &str,
         timeout: Duration,
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Vec<serde_json::Value> {
+        self.wait_history_of(SERVICE, what, timeout, done).await
+    }
+
+    pub async fn wait_history_of(
+        &self,
+        service: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let history = self.history().await;
+            let history = self.history_of(service).await;
             if done(&history) {
                 return history;
             }

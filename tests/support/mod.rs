@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod gateway;
+pub mod github;
 pub mod hoist;
 pub mod images;
 pub mod load;
