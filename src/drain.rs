@@ -74,6 +74,9 @@ impl Cord {
         let cut = self.dir.join("cut");
         std::fs::create_dir_all(&cut).map_err(|e| self.err("create", e))?;
         for dir in [&self.dir, &cut] {
+            if let Some(state_dir) = self.dir.parent() {
+                crate::owner::like_dir(state_dir, dir);
+            }
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| self.err("set permissions", e))?;
         }
@@ -90,6 +93,7 @@ impl Cord {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| self.err("set probe permissions", e))?;
         }
+        // The probe keeps its owner: it may be a hard link to the installed binary.
         std::fs::rename(&tmp, &probe).map_err(|e| self.err("install probe", e))
     }
 

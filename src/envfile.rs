@@ -25,6 +25,7 @@ pub fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileError> {
         action,
         source,
     };
+    let owner = crate::owner::of(path);
     let (old, permissions) = match std::fs::read_to_string(path) {
         Ok(text) => (text, std::fs::metadata(path).ok().map(|m| m.permissions())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), None),
@@ -56,6 +57,8 @@ pub fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileError> {
         let _ = std::fs::remove_file(&tmp);
         err("rename into place", e)
     })?;
+    // Root rewriting the operator's file must not take it over.
+    crate::owner::restore(path, owner);
     // The rename is durable only once the directory entry is.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

@@ -32,6 +32,7 @@ pub mod image;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
+pub mod owner;
 pub mod poller;
 pub mod promotion;
 pub mod queue;

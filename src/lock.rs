@@ -38,6 +38,7 @@ impl ServiceLock {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
+        crate::owner::like_dir(state_dir, &dir);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -45,6 +46,7 @@ impl ServiceLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
+        crate::owner::like_dir(&dir, &path);
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

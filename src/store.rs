@@ -264,6 +264,9 @@ impl Store {
         )
         .map_err(err)?;
         reader.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        for file in ["hoist.db", "hoist.db-wal", "hoist.db-shm"] {
+            crate::owner::like_dir(dir, &dir.join(file));
+        }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
