@@ -65,6 +65,19 @@ async fn get(d: &Daemon, path: &str, token: Option<&str>, accept: &str) -> (u16,
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// v1, v2 and a `broken` image that fails its health check within 5 s.
+fn with_broken() -> Options {
+    Options {
+        tags: vec![
+            ("v1", Variant::V1),
+            ("v2", Variant::V2),
+            ("broken", Variant::Broken),
+        ],
+        health_timeout: "5s",
+        ..Options::default()
+    }
+}
+
 fn finished(h: &[serde_json::Value], n: usize) -> bool {
     h.len() == n && h.iter().all(|d| d["outcome"] != "running")
 }
@@ -288,15 +301,7 @@ async fn rollouts_are_reported_as_github_deployments() {
     let fake = FakeGithub::start(Behaviour::Normal).await;
     let dir = tempfile::tempdir().unwrap();
     let (f, d) = ops(
-        Options {
-            tags: vec![
-                ("v1", Variant::V1),
-                ("v2", Variant::V2),
-                ("broken", Variant::Broken),
-            ],
-            health_timeout: "5s",
-            ..Options::default()
-        },
+        with_broken(),
         "admin_token_file = \"ADMIN_FILE\"\npublic_url = \"https://hoist.test\"\n",
         &github_config(&fake, dir.path()),
     )
@@ -425,15 +430,7 @@ async fn a_failing_or_hanging_github_does_not_delay_rollouts() {
 async fn notifications_are_sent_and_retried() {
     let chat = FakeGithub::start(Behaviour::FailFirst(1)).await;
     let (f, d) = ops(
-        Options {
-            tags: vec![
-                ("v1", Variant::V1),
-                ("v2", Variant::V2),
-                ("broken", Variant::Broken),
-            ],
-            health_timeout: "5s",
-            ..Options::default()
-        },
+        with_broken(),
         "admin_token_file = \"ADMIN_FILE\"\n",
         &format!("[environments.stage]\nnotify_url = \"{}/hook\"\n", chat.url),
     )
