@@ -498,3 +498,107 @@ async fn prod_only_runs_what_stage_ran_healthily() {
     }
     assert_eq!(f.running_image_of(PROD), f.pinned("v1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn systemd_hears_ready_watchdog_status_and_stopping() {
+    let mut f = Fixture::start(Options::default()).await;
+    f.options.config_extra = daemon::config(f.state.path(), "");
+    f.write_config("");
+    let socket_path = f.state.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut d = Daemon::start(
+        &f.config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    )
+    .await;
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    let clock = Instant::now();
+    // READY first, then at least two watchdog pets at half the 1 s period.
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        messages.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(
+        messages[0].contains("READY=1") && messages[0].contains("STATUS=idle"),
+        "{messages:?}"
+    );
+    assert!(clock.elapsed() < Duration::from_secs(10), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("WATCHDOG=1") && m.contains("STATUS=")),
+        "{messages:?}"
+    );
+    d.terminate();
+    loop {
+        let n = socket.recv(&mut buf).expect("STOPPING after SIGTERM");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(d.wait(WAIT).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn different_services_roll_in_parallel_up_to_max_parallel() {
+    for (max_parallel, overlap) in [(2, true), (1, false)] {
+        let mut f = Fixture::start(Options {
+            prod: true,
+            drain: "3s",
+            ..Options::default()
+        })
+        .await;
+        let dir = f.state.path().to_path_buf();
+        std::fs::write(dir.join("admin-token"), "t0ken\n").unwrap();
+        f.options.config_extra = daemon::config(
+            &dir,
+            &format!(
+                "max_parallel = {max_parallel}\nadmin_token_file = \"{}\"\n",
+                dir.join("admin-token").display()
+            ),
+        );
+        f.write_config("");
+        let d = Daemon::start(&f.config, &[]).await;
+        let http = reqwest::Client::new();
+        for service in [SERVICE, PROD] {
+            let r = http
+                .post(format!("{}/api/services/{service}/deploy", d.url))
+                .bearer_auth("t0ken")
+                .body(r#"{"tag":"v2"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        let stage = f
+            .wait_history("stage's rollout", WAIT, |h| finished(h, 1))
+            .await;
+        let prod = f
+            .wait_history_of(PROD, "prod's rollout", WAIT, |h| finished(h, 1))
+            .await;
+        let span = |h: &serde_json::Value| {
+            (
+                h["started_at"].as_i64().unwrap(),
+                h["finished_at"].as_i64().unwrap(),
+            )
+        };
+        let ((s0, s1), (p0, p1)) = (span(&stage[0]), span(&prod[0]));
+        assert_eq!(
+            s0 < p1 && p0 < s1,
+            overlap,
+            "max_parallel = {max_parallel}: stage {s0}..{s1}, prod {p0}..{p1}"
+        );
+    }
+}
