@@ -65,6 +65,21 @@ async fn get(d: &Daemon, path: &str, token: Option<&str>, accept: &str) -> (u16,
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Deploys `tag` to the stage service through the admin API and waits until the journal
+/// holds `n` finished rollouts.
+async fn deploy(f: &Fixture, d: &Daemon, tag: &str, n: usize) -> Vec<serde_json::Value> {
+    let (code, body) = post(
+        d,
+        "/api/services/web/deploy",
+        Some(ADMIN),
+        &format!(r#"{{"tag":"{tag}"}}"#),
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    f.wait_history("the rollout", WAIT, |h| finished(h, n))
+        .await
+}
+
 /// v1, v2 and a `broken` image that fails its health check within 5 s.
 fn with_broken() -> Options {
     Options {
@@ -134,17 +149,7 @@ async fn status_history_metrics_and_admin_routes() {
         "nothing to roll back to yet"
     );
 
-    let (code, body) = post(
-        &d,
-        "/api/services/web/deploy",
-        Some(ADMIN),
-        r#"{"tag":"v2"}"#,
-    )
-    .await;
-    assert_eq!(code, 202, "{body}");
-    let history = f
-        .wait_history("the API deploy", WAIT, |h| finished(h, 1))
-        .await;
+    let history = deploy(&f, &d, "v2", 1).await;
     assert_eq!(history[0]["outcome"], "succeeded");
     assert_eq!(history[0]["trigger"], "api deploy");
 
@@ -307,15 +312,7 @@ async fn rollouts_are_reported_as_github_deployments() {
     )
     .await;
     for (tag, n) in [("v2", 1), ("v1", 2), ("broken", 3)] {
-        post(
-            &d,
-            "/api/services/web/deploy",
-            Some(ADMIN),
-            &format!(r#"{{"tag":"{tag}"}}"#),
-        )
-        .await;
-        f.wait_history("the rollout", WAIT, |h| finished(h, n))
-            .await;
+        deploy(&f, &d, tag, n).await;
     }
     let requests = fake
         .wait_for("deployments and statuses", WAIT, |r| {
@@ -392,16 +389,7 @@ async fn a_failing_or_hanging_github_does_not_delay_rollouts() {
             &github_config(&fake, dir.path()),
         )
         .await;
-        post(
-            &d,
-            "/api/services/web/deploy",
-            Some(ADMIN),
-            r#"{"tag":"v2"}"#,
-        )
-        .await;
-        let history = f
-            .wait_history("the rollout", WAIT, |h| finished(h, 1))
-            .await;
+        let history = deploy(&f, &d, "v2", 1).await;
         assert_eq!(history[0]["outcome"], "succeeded", "{behaviour:?}");
         fake.wait_for("hoist to call GitHub", WAIT, |r| !r.is_empty())
             .await;
@@ -435,15 +423,7 @@ async fn notifications_are_sent_and_retried() {
         &format!("[environments.stage]\nnotify_url = \"{}/hook\"\n", chat.url),
     )
     .await;
-    post(
-        &d,
-        "/api/services/web/deploy",
-        Some(ADMIN),
-        r#"{"tag":"v2"}"#,
-    )
-    .await;
-    f.wait_history("the rollout", WAIT, |h| finished(h, 1))
-        .await;
+    deploy(&f, &d, "v2", 1).await;
     let sent = chat
         .wait_for("the success message, retried once", WAIT, |r| r.len() >= 2)
         .await;
@@ -456,13 +436,7 @@ async fn notifications_are_sent_and_retried() {
         sent[1].body
     );
     assert_eq!(sent[0].body, sent[1].body, "the retry repeats the message");
-    post(
-        &d,
-        "/api/services/web/deploy",
-        Some(ADMIN),
-        r#"{"tag":"broken"}"#,
-    )
-    .await;
+    deploy(&f, &d, "broken", 2).await;
     let sent = chat
         .wait_for("the rollback message", WAIT, |r| r.len() >= 3)
         .await;
@@ -484,15 +458,7 @@ async fn the_status_page_renders_in_headless_chromium() {
         "",
     )
     .await;
-    post(
-        &d,
-        "/api/services/web/deploy",
-        Some(ADMIN),
-        r#"{"tag":"v2"}"#,
-    )
-    .await;
-    f.wait_history("the rollout", WAIT, |h| finished(h, 1))
-        .await;
+    deploy(&f, &d, "v2", 1).await;
     assert!(
         crate::support::registry::which("chromium").is_some(),
         "chromium is not installed (apt-get install chromium); .ci/run installs it"
