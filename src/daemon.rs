@@ -94,7 +94,7 @@ impl Daemon {
         background.spawn(prune_deliveries(ctx.clone(), stop.clone()));
         let deliveries = app.deliveries.clone();
         let flush_stop = stop.clone();
-        background.spawn(async move { deliveries.run(flush_stop).await });
+        background.spawn(deliveries.run(flush_stop));
 
         let router = server::router(app.clone());
         let server_stop = stop.clone();

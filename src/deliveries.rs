@@ -63,14 +63,18 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Flushes every [`FLUSH_EVERY`] until `stop`, and once more after it.
-    pub async fn run(&self, stop: CancellationToken) {
+    /// Flushes every [`FLUSH_EVERY`] until `stop`, and once more after it. A flush is a
+    /// blocking SQLite transaction: it runs on the blocking pool, so that the threads
+    /// answering webhooks never wait for it.
+    pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(FLUSH_EVERY) => false,
                 () = stop.cancelled() => true,
             };
-            if let Err(e) = self.flush() {
+            let this = self.clone();
+            let flushed = tokio::task::spawn_blocking(move || this.flush()).await;
+            if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "Cannot record webhook deliveries; will retry");
             }
             if stopping {

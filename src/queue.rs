@@ -30,7 +30,7 @@ pub const HOLDER: &str = "hoist serve";
 /// How often to try again while another process (a CLI deploy) holds a service's lock.
 const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// How long a waiting trigger gathers later ones before its check runs.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+const DEBOUNCE: Duration = Duration::from_secs(2);
 
 /// A request to bring a service up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
