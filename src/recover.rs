@@ -50,7 +50,62 @@ pub async fn service(ctx: &Context, service: &ServiceConfig) -> Result<(), Recov
         ctx.store
             .finish_deploy(deploy.id, Outcome::Interrupted, Some(&note))?;
     }
+    withdraw_leftovers(ctx, service).await?;
     sweep_markers(ctx).await;
+    Ok(())
+}
+
+/// New containers of rollouts that failed or were rolled back, but whose cleanup failed
+/// too (say, the Docker engine went away mid-way), are withdrawn now: otherwise the
+/// service would have two containers and every later rollout would refuse to start.
+async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<(), RecoverError> {
+    let all = crate::service::containers(ctx, service)
+        .await
+        .map_err(|e| RecoverError::Step {
+            id: 0,
+            service: service.name.clone(),
+            source: e.into(),
+        })?;
+    for c in &all.all {
+        let Some(id) = c.id.as_deref() else { continue };
+        let Some(deploy_id) = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(compose::DEPLOY_LABEL))
+            .and_then(|v| v.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let failed = ctx
+            .store
+            .deploy(deploy_id)?
+            .is_some_and(|d| matches!(d.outcome, Outcome::Failed | Outcome::RolledBack));
+        if !failed {
+            continue;
+        }
+        tracing::warn!(service = %service.name, deploy = deploy_id, container = short(id),
+            "Withdrawing a container left over by a failed rollout");
+        let clocks = Clocks::default();
+        let ip = ctx
+            .engine
+            .inspect(id)
+            .await
+            .ok()
+            .and_then(|i| compose::ip_on(&i, &ctx.config.traefik.network));
+        rollout::retire(
+            ctx,
+            service,
+            id,
+            ip.as_deref(),
+            Scope::new(&Quiet, Step::Drain, &clocks),
+        )
+        .await
+        .map_err(|source| RecoverError::Step {
+            id: deploy_id,
+            service: service.name.clone(),
+            source,
+        })?;
+    }
     Ok(())
 }
 

@@ -143,3 +143,49 @@ async fn a_second_rollout_of_the_same_service_says_who_holds_it() {
     first.await.unwrap().assert_code(0);
     assert_eq!(f.running_image(), f.pinned("v2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_left_by_a_failed_cleanup_is_withdrawn_before_the_next_rollout() {
+    use crate::support::images::{self, Variant};
+    let f = Fixture::start(Options {
+        tags: vec![
+            ("v1", Variant::V1),
+            ("v2", Variant::V2),
+            ("broken", Variant::Broken),
+        ],
+        health_timeout: "5s",
+        ..Options::default()
+    })
+    .await;
+    f.deploy("broken").await.assert_code(1);
+    let deploy_id = f.history().await[0]["id"].as_i64().unwrap().to_string();
+    // What a rollback whose cleanup failed (the engine went away) leaves behind: its new
+    // container, still running.
+    let image = images::local_tag(images::build().await, Variant::Broken);
+    let out = images::docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("{}_web_9", f.project.name),
+        "--network",
+        &f.project.network(),
+        "--label",
+        &format!("com.docker.compose.project={}", f.project.name),
+        "--label",
+        "com.docker.compose.service=web",
+        "--label",
+        "com.docker.compose.oneoff=False",
+        "--label",
+        &format!("dev.hoist.deploy={deploy_id}"),
+        &image,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(f.project.running().len(), 2);
+    f.deploy("v2").await.assert_code(0);
+    assert_eq!(
+        f.project.containers().len(),
+        1,
+        "the leftover was withdrawn"
+    );
+    assert_eq!(f.running_image(), f.pinned("v2"));
+}

@@ -57,7 +57,7 @@ pub async fn build() -> &'static str {
         .await
 }
 
-fn local_tag(prefix: &str, v: Variant) -> String {
+pub fn local_tag(prefix: &str, v: Variant) -> String {
     format!("{prefix}:{}", v.version())
 }
 
