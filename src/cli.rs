@@ -698,3 +698,93 @@ impl Observer for Terminal {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StepRecord;
+
+    #[test]
+    fn history_lines_show_outcome_steps_and_errors() {
+        let step = |name: &str, ms: i64, ok: bool| StepRecord {
+            step: name.into(),
+            started_at: 0,
+            duration_ms: ms,
+            waited_ms: 0,
+            engine_ms: 0,
+            ok,
+            detail: None,
+        };
+        let d = Deploy {
+            id: 7,
+            service: "web-stage".into(),
+            environment: "stage".into(),
+            trigger: "poll".into(),
+            target: "main".into(),
+            from_image: None,
+            from_digest: Some(format!("sha256:{}", "a".repeat(64))),
+            to_image: None,
+            to_tag: Some("main".into()),
+            to_digest: Some(format!("sha256:{}", "b".repeat(64))),
+            outcome: Outcome::RolledBack,
+            step: Some("health".into()),
+            error: Some("not healthy after 60s\nlast probe: exit 1".into()),
+            old_container: None,
+            new_container: None,
+            pid: None,
+            started_at: 1_700_000_000_000,
+            finished_at: Some(1_700_000_065_400),
+            steps: vec![step("resolve", 12, true), step("health", 60_001, false)],
+        };
+        let text = format_deploy(&d);
+        assert!(
+            text.starts_with("#7     web-stage      stage    rolled_back"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aaaaaaaaaaaa -> bbbbbbbbbbbb  65.4s"),
+            "{text}"
+        );
+        assert!(text.contains("resolve 12ms · ✗health 60.0s"), "{text}");
+        assert!(
+            text.contains("error: not healthy after 60s\n         last probe: exit 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_table_lists_services_and_problems() {
+        let doc = serde_json::json!({
+            "generated_at": 1_000_000,
+            "services": [{
+                "name": "web-stage", "environment": "stage", "state": "rolling", "step": "drain",
+                "health": "healthy", "digest": format!("sha256:{}", "c".repeat(64)), "tag": "main",
+                "deployed_at": 820_000, "deployed_by": "poll",
+                "last_rollout": {"id": 3, "outcome": "rolled_back", "error": "boom\nmore"},
+                "last_poll_error": "registry ghcr.io is rate limiting hoist (HTTP 429)"
+            }]
+        });
+        let text = format_status(&doc);
+        let mut lines = text.lines();
+        assert!(
+            lines.next().unwrap().starts_with("SERVICE    ENV    STATE"),
+            "{text}"
+        );
+        let row = lines.next().unwrap();
+        for cell in [
+            "web-stage",
+            "rolling:drain",
+            "main@cccccccccccc",
+            "3 min ago",
+            "poll",
+            "#3 rolled_back",
+        ] {
+            assert!(row.contains(cell), "{cell} missing in {row}");
+        }
+        assert!(text.contains("! web-stage: boom\n"), "{text}");
+        assert!(
+            text.contains("! web-stage: poll: registry ghcr.io is rate limiting"),
+            "{text}"
+        );
+    }
+}
