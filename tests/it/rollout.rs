@@ -268,3 +268,41 @@ async fn new_container_keeps_the_compose_configuration() {
         "network alias kept: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_terminal_shows_each_step_and_live_progress() {
+    let f = Fixture::start(Options::default()).await;
+    // `script` gives hoist a pseudo-terminal, as an operator's shell would.
+    let command = format!(
+        "{} --config {} deploy {SERVICE} --tag v2",
+        crate::support::hoist::HOIST,
+        f.config.display()
+    );
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("DOCKER_CONFIG", f.config.with_file_name("docker-client"))
+        .output()
+        .await
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    for step in [
+        "resolve", "pull", "start", "health", "switch", "drain", "record",
+    ] {
+        assert!(
+            text.contains(&format!("✓ {step}")),
+            "no finished line for {step}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("\r\u{1b}[2K"),
+        "live lines are redrawn in place:\n{text}"
+    );
+    assert!(text.contains("healthy after"), "{text}");
+    assert!(
+        !text.contains(" INFO "),
+        "a terminal gets the progress view, not log lines:\n{text}"
+    );
+    assert_eq!(f.running_image(), f.pinned("v2"));
+}
