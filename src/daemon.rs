@@ -43,7 +43,9 @@ impl Daemon {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-        let status = Arc::new(Status::default());
+        let status = Arc::new(Status::new(
+            ctx.config.services.iter().map(|s| s.name.as_str()),
+        ));
         let stop = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let queue = Queue::new(ctx.clone(), status.clone(), metrics.clone(), stop.clone());
@@ -90,7 +92,6 @@ impl Daemon {
             ));
         }
         background.spawn(promotion::run(ctx.clone(), app.queue.clone(), stop.clone()));
-        background.spawn(systemd::watchdog(app.status.clone(), stop.clone()));
         background.spawn(prune_deliveries(ctx.clone(), stop.clone()));
         let deliveries = app.deliveries.clone();
         let flush_stop = stop.clone();
@@ -108,6 +109,8 @@ impl Daemon {
         });
         tracing::info!(%addr, services = ctx.config.services.len(), "Listening on http://{addr}");
         systemd::ready(&app.status.summary());
+        // Pet the watchdog only once READY has been sent.
+        background.spawn(systemd::watchdog(app.status.clone(), stop.clone()));
 
         let server_failed = tokio::select! {
             () = shutdown => None,

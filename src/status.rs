@@ -52,6 +52,15 @@ impl Default for Status {
 }
 
 impl Status {
+    /// A status that knows every configured service (all idle).
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+        let status = Status::default();
+        for name in services {
+            status.update(name, |_| {});
+        }
+        status
+    }
+
     pub fn update(&self, service: &str, change: impl FnOnce(&mut ServiceStatus)) {
         let mut map = self.services.lock().unwrap_or_else(|e| e.into_inner());
         change(map.entry(service.to_string()).or_default());

@@ -531,7 +531,7 @@ async fn systemd_hears_ready_watchdog_status_and_stopping() {
         messages.push(String::from_utf8_lossy(&buf[..n]).to_string());
     }
     assert!(
-        messages[0].contains("READY=1") && messages[0].contains("STATUS=idle"),
+        messages[0].contains("READY=1") && messages[0].contains("STATUS=idle; 1 service(s)"),
         "{messages:?}"
     );
     assert!(clock.elapsed() < Duration::from_secs(10), "{messages:?}");
