@@ -3,17 +3,21 @@
 //! Map of the crate:
 //! - [`config`]: the TOML config, validated into typed values (every problem at once).
 //! - [`rollout`]: the named steps of a rollout (resolve, pull, start, health, switch, drain,
-//!   record) and what happens when one fails.
-//! - [`recover`]: finishing or undoing rollouts interrupted by a crash.
-//! - [`registry`]: tags and `semver:` tracks to digests, over the OCI distribution API.
-//! - [`engine`]: the Docker engine API (bollard).
-//! - [`compose`]: compose labels and naming; building the next container of a service.
-//! - [`traefik`]: the labels Traefik routes by, and confirming Traefik applied a change.
-//! - [`drain`]: the health "cord" that takes a container out of Traefik's pool, and the
-//!   `hoist probe` that runs inside containers.
-//! - [`store`]: the SQLite journal and per-service state; [`lock`]: one rollout per service.
-//! - [`envfile`]: keeping compose's env file in step with what runs.
-//! - [`context`]: the handles a rollout needs, built once; [`cli`]: the command line.
+//!   record) and what happens when one fails; [`recover`]: finishing or undoing rollouts
+//!   interrupted by a crash.
+//! - [`service`]: what a managed service runs now; [`compose`]: compose labels and naming,
+//!   building the next container; [`traefik`]: the labels Traefik routes by and confirming
+//!   a routing change; [`drain`]: the health "cord" and `hoist probe`.
+//! - [`registry`]: tags and `semver:` tracks to digests; [`engine`]: the Docker API.
+//! - [`store`]: the SQLite journal and state; [`lock`]: one rollout per service;
+//!   [`envfile`]: compose's env file; [`owner`]: file ownership in the state directory.
+//! - The daemon ([`daemon`]): [`server`] (HTTP, webhooks) with [`webhook`] (signatures,
+//!   payloads) and [`deliveries`] (deduplication); [`queue`] (one rollout per service,
+//!   coalescing); [`poller`] (registry polling, watch windows); [`promotion`]; [`api`]
+//!   (status, history, metrics, admin) with [`status`], [`status_page`] and [`metrics`];
+//!   [`github`] (Deployments) and [`notify`] (chat); [`systemd`] (sd_notify).
+//! - [`context`]: the handles a rollout needs, built once; [`cli`] and [`client`]: the
+//!   command line, on its own or through a running daemon.
 
 pub mod api;
 pub mod cli;
