@@ -63,7 +63,7 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Flushes every [`FLUSH_EVERY`] until `stop`, and once more after it. A flush is a
+    /// Flushes every 50 ms until `stop`, and once more after it. A flush is a
     /// blocking SQLite transaction: it runs on the blocking pool, so that the threads
     /// answering webhooks never wait for it.
     pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
