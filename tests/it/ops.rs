@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::support::daemon::{self, Daemon};
 use crate::support::github::{Behaviour, FakeGithub};
 use crate::support::hoist::{Fixture, Options, PROD, SERVICE, hoist};
-use crate::support::images::Variant;
 
 const WAIT: Duration = Duration::from_secs(90);
 const ADMIN: &str = "adm1n-t0ken";
@@ -78,19 +77,6 @@ async fn deploy(f: &Fixture, d: &Daemon, tag: &str, n: usize) -> Vec<serde_json:
     assert_eq!(code, 202, "{body}");
     f.wait_history("the rollout", WAIT, |h| finished(h, n))
         .await
-}
-
-/// v1, v2 and a `broken` image that fails its health check within 5 s.
-fn with_broken() -> Options {
-    Options {
-        tags: vec![
-            ("v1", Variant::V1),
-            ("v2", Variant::V2),
-            ("broken", Variant::Broken),
-        ],
-        health_timeout: "5s",
-        ..Options::default()
-    }
 }
 
 fn finished(h: &[serde_json::Value], n: usize) -> bool {
@@ -306,7 +292,7 @@ async fn rollouts_are_reported_as_github_deployments() {
     let fake = FakeGithub::start(Behaviour::Normal).await;
     let dir = tempfile::tempdir().unwrap();
     let (f, d) = ops(
-        with_broken(),
+        Options::with_broken(),
         "admin_token_file = \"ADMIN_FILE\"\npublic_url = \"https://hoist.test\"\n",
         &github_config(&fake, dir.path()),
     )
@@ -418,7 +404,7 @@ async fn a_failing_or_hanging_github_does_not_delay_rollouts() {
 async fn notifications_are_sent_and_retried() {
     let chat = FakeGithub::start(Behaviour::FailFirst(1)).await;
     let (f, d) = ops(
-        with_broken(),
+        Options::with_broken(),
         "admin_token_file = \"ADMIN_FILE\"\n",
         &format!("[environments.stage]\nnotify_url = \"{}/hook\"\n", chat.url),
     )

@@ -147,16 +147,7 @@ async fn a_second_rollout_of_the_same_service_says_who_holds_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_container_left_by_a_failed_cleanup_is_withdrawn_before_the_next_rollout() {
     use crate::support::images::{self, Variant};
-    let f = Fixture::start(Options {
-        tags: vec![
-            ("v1", Variant::V1),
-            ("v2", Variant::V2),
-            ("broken", Variant::Broken),
-        ],
-        health_timeout: "5s",
-        ..Options::default()
-    })
-    .await;
+    let f = Fixture::start(Options::with_broken()).await;
     f.deploy("broken").await.assert_code(1);
     let deploy_id = f.history().await[0]["id"].as_i64().unwrap().to_string();
     // What a rollback whose cleanup failed (the engine went away) leaves behind: its new

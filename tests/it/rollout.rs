@@ -141,14 +141,9 @@ async fn broken_image_never_reaches_traffic_and_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_image_healthcheck_decides_without_health_path() {
     let (f, load) = Fixture::start_serving(Options {
-        tags: vec![
-            ("v1", Variant::V1),
-            ("v2", Variant::V2),
-            ("broken", Variant::Broken),
-        ],
         health_path: false,
         health_timeout: "6s",
-        ..Options::default()
+        ..Options::with_broken()
     })
     .await;
     f.deploy("v2").await.assert_code(0);

@@ -50,19 +50,19 @@ impl Run {
 
     #[track_caller]
     pub fn assert_stderr(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.text()
-        );
-        self
+        self.assert_contains("stderr", &self.stderr, needle)
     }
 
     #[track_caller]
     pub fn assert_stdout(&self, needle: &str) -> &Run {
+        self.assert_contains("stdout", &self.stdout, needle)
+    }
+
+    #[track_caller]
+    fn assert_contains(&self, stream: &str, text: &str, needle: &str) -> &Run {
         assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}",
+            text.contains(needle),
+            "{stream} lacks {needle:?}:\n{}",
             self.text()
         );
         self
@@ -128,6 +128,21 @@ pub struct Options {
     pub track: &'static str,
     /// Rewrites the `hoist labels` output before it goes into the compose file.
     pub edit_fragment: fn(String) -> String,
+}
+
+impl Options {
+    /// v1, v2 and a `broken` image that never passes its health check (5 s timeout).
+    pub fn with_broken() -> Options {
+        Options {
+            tags: vec![
+                ("v1", Variant::V1),
+                ("v2", Variant::V2),
+                ("broken", Variant::Broken),
+            ],
+            health_timeout: "5s",
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {
