@@ -86,25 +86,13 @@ async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<()
         tracing::warn!(service = %service.name, deploy = deploy_id, container = short(id),
             "Withdrawing a container left over by a failed rollout");
         let clocks = Clocks::default();
-        let ip = ctx
-            .engine
-            .inspect(id)
+        rollout::retire(ctx, service, id, Scope::new(&Quiet, Step::Drain, &clocks))
             .await
-            .ok()
-            .and_then(|i| compose::ip_on(&i, &ctx.config.traefik.network));
-        rollout::retire(
-            ctx,
-            service,
-            id,
-            ip.as_deref(),
-            Scope::new(&Quiet, Step::Drain, &clocks),
-        )
-        .await
-        .map_err(|source| RecoverError::Step {
-            id: deploy_id,
-            service: service.name.clone(),
-            source,
-        })?;
+            .map_err(|source| RecoverError::Step {
+                id: deploy_id,
+                service: service.name.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -151,7 +139,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
             rollout::take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
         }
         for other in new_ids.iter().filter(|id| **id != new) {
-            rollout::retire(ctx, service, other, None, scope).await?;
+            rollout::retire(ctx, service, other, scope).await?;
         }
         rollout::record_current(ctx, service, d.to_tag.as_deref(), &digest, d.id)?;
         return Ok(format!(
@@ -162,11 +150,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     }
 
     for id in &new_ids {
-        let ip = match ctx.engine.inspect(id).await {
-            Ok(i) => compose::ip_on(&i, &ctx.config.traefik.network),
-            Err(_) => None,
-        };
-        rollout::retire(ctx, service, id, ip.as_deref(), scope).await?;
+        rollout::retire(ctx, service, id, scope).await?;
     }
     match &old {
         Some((old_id, inspect)) => {

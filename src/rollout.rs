@@ -323,14 +323,7 @@ impl Rollout<'_> {
 
     /// Takes the new container away again after a failed step.
     async fn withdraw(&self, new: &Started, step: Step) -> Result<(), StepError> {
-        retire(
-            self.ctx,
-            self.service,
-            &new.id,
-            new.ip.as_deref(),
-            self.scope(step),
-        )
-        .await
+        retire(self.ctx, self.service, &new.id, self.scope(step)).await
     }
 
     async fn execute(&self, target: &Target) -> Report {
@@ -903,16 +896,17 @@ pub(crate) async fn retire(
     ctx: &Context,
     service: &ServiceConfig,
     id: &str,
-    ip: Option<&str>,
     scope: Scope<'_>,
 ) -> Result<(), StepError> {
-    let routed = ctx
-        .engine
-        .status(id)
-        .await?
-        .is_some_and(|s| s.running && s.health == Health::Healthy);
-    if routed {
-        take_out(ctx, service, id, ip, scope).await?;
+    let inspect = match ctx.engine.inspect(id).await {
+        Ok(i) => i,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let status = ContainerStatus::from_inspect(&inspect);
+    if status.running && status.health == Health::Healthy {
+        let ip = compose::ip_on(&inspect, &ctx.config.traefik.network);
+        take_out(ctx, service, id, ip.as_deref(), scope).await?;
     } else {
         scope.engine(ctx.engine.remove(id)).await?;
         ctx.cord.restore(id)?;
