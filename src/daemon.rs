@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -26,9 +25,6 @@ use crate::recover;
 use crate::server::{self, App};
 use crate::status::Status;
 use crate::{promotion, systemd};
-
-/// Deliveries are remembered a week (GitHub redelivers for three days).
-const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub struct Daemon {
     app: App,
@@ -49,9 +45,11 @@ impl Daemon {
         let stop = CancellationToken::new();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let queue = Queue::new(ctx.clone(), status.clone(), metrics.clone(), stop.clone());
+        let deliveries = Deliveries::open(ctx.store.clone())
+            .context("cannot load the webhook deliveries seen so far")?;
         Ok(Daemon {
             app: App {
-                deliveries: Arc::new(Deliveries::new(ctx.store.clone())),
+                deliveries: Arc::new(deliveries),
                 ctx,
                 queue,
                 watches: Watches::default(),
@@ -92,7 +90,6 @@ impl Daemon {
             ));
         }
         background.spawn(promotion::run(ctx.clone(), app.queue.clone(), stop.clone()));
-        background.spawn(prune_deliveries(ctx.clone(), stop.clone()));
         let deliveries = app.deliveries.clone();
         let flush_stop = stop.clone();
         background.spawn(deliveries.run(flush_stop));
@@ -159,20 +156,6 @@ async fn recover_all(ctx: &Context) {
                 }
             }
             Err(e) => tracing::warn!(service = %s.name, error = %e, "Not recovering now"),
-        }
-    }
-}
-
-async fn prune_deliveries(ctx: Context, stop: CancellationToken) {
-    loop {
-        match ctx.store.prune_deliveries(DELIVERY_MEMORY) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(count = n, "Forgot old webhook deliveries"),
-            Err(e) => tracing::warn!(error = %e, "Cannot prune webhook deliveries"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
-            () = stop.cancelled() => return,
         }
     }
 }

@@ -99,7 +99,6 @@ async fn github_webhook(
     let result = match response.status() {
         StatusCode::UNAUTHORIZED => "refused",
         StatusCode::NOT_FOUND => "off",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_client_error() => "bad_request",
         _ => response
             .extensions()
@@ -168,22 +167,12 @@ fn handle_delivery(
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match app.deliveries.claim(delivery, event) {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(delivery, event, "Ignoring a redelivery");
-            return with_result(
-                reply(StatusCode::OK, json!({ "status": "duplicate" })),
-                "duplicate",
-            );
-        }
-        Err(e) => {
-            tracing::error!(delivery, error = %e, "Cannot record a webhook delivery");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the state database is not available",
-            );
-        }
+    if !app.deliveries.claim(delivery, event) {
+        tracing::info!(delivery, event, "Ignoring a redelivery");
+        return with_result(
+            reply(StatusCode::OK, json!({ "status": "duplicate" })),
+            "duplicate",
+        );
     }
     let Acted {
         code,

@@ -580,13 +580,14 @@ pub struct PendingRow {
 }
 
 impl Store {
-    /// Whether a webhook delivery id has been recorded.
-    pub fn delivery_seen(&self, id: &str) -> Result<bool, StoreError> {
-        self.reader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")
-            .and_then(|mut stmt| stmt.exists([id]))
+    /// The webhook delivery ids recorded at or after `since` (ms), with their arrival.
+    pub fn deliveries_since(&self, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn
+            .prepare("SELECT id, received_at FROM deliveries WHERE received_at >= ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
             .map_err(|e| self.err(e))
     }
 
@@ -620,12 +621,9 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets deliveries older than `age` (GitHub redelivers for up to 3 days).
-    pub fn prune_deliveries(&self, age: Duration) -> Result<usize, StoreError> {
-        self.exec(
-            "DELETE FROM deliveries WHERE received_at < ?1",
-            [now_ms() - millis(age)],
-        )
+    /// Forgets deliveries received before `cutoff` (ms).
+    pub fn prune_deliveries(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.exec("DELETE FROM deliveries WHERE received_at < ?1", [cutoff])
     }
 
     /// Stores the latest trigger for a service (replacing an older one).
@@ -783,15 +781,15 @@ mod tests {
     #[test]
     fn deliveries_are_deduplicated_and_pending_triggers_kept() {
         let (store, _dir) = temp_store();
-        assert!(!store.delivery_seen("d-1").unwrap());
-        let batch = vec![("d-1".to_string(), "push".to_string(), now_ms())];
+        let at = now_ms();
+        let batch = vec![("d-1".to_string(), "push".to_string(), at)];
         store.record_deliveries(&batch).unwrap();
         store.record_deliveries(&batch).unwrap();
-        assert!(store.delivery_seen("d-1").unwrap());
         assert_eq!(
-            store.prune_deliveries(Duration::from_secs(3600)).unwrap(),
-            0
+            store.deliveries_since(0).unwrap(),
+            [("d-1".to_string(), at)]
         );
+        assert_eq!(store.prune_deliveries(at - 3_600_000).unwrap(), 0);
         let row = |trigger: &str| PendingRow {
             service: "web".into(),
             target: "track".into(),
