@@ -337,11 +337,13 @@ async fn identical_labels_share_one_pool() -> anyhow::Result<()> {
     let world = World::new("pool").await;
     let proxy = world.proxy(Duration::from_secs(2)).await;
 
+    // With health checks, so that a server joins the pool only once it answers (a
+    // container without one is routed as soon as it runs, before its app listens).
     world
-        .run(world.labels(1, &[]), &["DEMO_VERSION=v1"], false)
+        .run(world.labels(1, &[]), &["DEMO_VERSION=v1"], true)
         .await?;
     world
-        .run(world.labels(2, &[]), &["DEMO_VERSION=v2"], false)
+        .run(world.labels(2, &[]), &["DEMO_VERSION=v2"], true)
         .await?;
     proxy.wait_for_servers("app", 2, WAIT).await?;
 
