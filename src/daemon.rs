@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,12 @@ impl Daemon {
 
         let router = server::router(app.clone());
         let server_stop = stop.clone();
+        // Answers are small and written at once: send them without waiting for an ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "Cannot set TCP_NODELAY on a connection");
+            }
+        });
         let mut server = tokio::spawn(async move {
             axum::serve(
                 listener,
