@@ -68,6 +68,22 @@ async fn signed_package_event_deploys_and_a_redelivery_queues_nothing() {
     println!("webhook-triggered rollout at 100 req/s: {report}");
     assert_eq!(report.failed, 0, "{report}");
     assert_eq!(f.history().await.len(), 1, "the redelivery queued nothing");
+
+    // Delivery ids outlive the process: a redelivery after a restart is still one.
+    let mut d = d;
+    d.terminate();
+    assert_eq!(d.wait(WAIT).await, 0, "{}", d.log());
+    let d = Daemon::start(&f.config, &[]).await;
+    let after_restart = d.deliver("package", "delivery-1", &body).await;
+    assert_eq!(
+        (after_restart.status, after_restart.body["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert_eq!(
+        d.deliver("package", "delivery-2", &body).await.status,
+        202,
+        "a new id after the restart is new"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
