@@ -3,12 +3,14 @@
 //!
 //! Every id received within [`MEMORY`] is kept in memory (16 bytes of its SHA-256, with
 //! its arrival time), loaded from the state database at start. A claim is one hash-map
-//! lookup under a lock held for well under a microsecond: the request path never touches
+//! insert under a lock held for well under a microsecond: the request path never touches
 //! SQLite. The map is split into [`SHARDS`] by key, so that concurrent claims rarely meet
-//! and growing a map never holds up claims for long (one shard is rehashed at a time). New ids are written to the database in batches, every 50 ms, on the blocking
-//! pool: one commit per batch instead of one per delivery. A crash can forget the last
-//! 50 ms of ids; a redelivery of one of those then causes one more check of the registry,
-//! which finds the service up to date (a no-op).
+//! and growing the map never holds up claims for long (one shard is rehashed at a time).
+//!
+//! New ids are written to the database in batches, every 50 ms, on the blocking pool: one
+//! commit per batch instead of one per delivery. A crash can forget the last 50 ms of ids;
+//! a redelivery of one of those then causes one more check of the registry, which finds
+//! the service up to date (a no-op).
 //!
 //! Only deliveries with a valid signature are claimed, so nobody without the webhook
 //! secret can grow the set; a week of a busy organisation's deliveries is a few MB.
