@@ -4,7 +4,7 @@
 //! Every id received within [`MEMORY`] is kept in memory (16 bytes of its SHA-256, with
 //! its arrival time), loaded from the state database at start. A claim is one hash-map
 //! insert under a lock held for well under a microsecond: the request path never touches
-//! SQLite. The map is split into [`SHARDS`] by key, so that concurrent claims rarely meet
+//! SQLite. The map is split into 64 shards by key, so that concurrent claims rarely meet
 //! and growing the map never holds up claims for long (one shard is rehashed at a time).
 //!
 //! New ids are written to the database in batches, every 50 ms, on the blocking pool: one
