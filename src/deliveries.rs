@@ -122,6 +122,8 @@ impl Deliveries {
     pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
+        // A full disk fails every flush: say so when it starts and when it ends.
+        let mut failing = false;
         loop {
             let (stopping, pruning) = tokio::select! {
                 _ = flush.tick() => (false, false),
@@ -140,8 +142,18 @@ impl Deliveries {
                 this.flush()
             })
             .await;
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "Cannot record webhook deliveries; will retry");
+            match done {
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "Cannot record webhook deliveries; they are deduplicated in memory meanwhile, and written when the state database accepts them");
+                }
+                Ok(Ok(())) if failing => {
+                    failing = false;
+                    tracing::info!(
+                        "Recorded the webhook deliveries held back since the last error"
+                    );
+                }
+                _ => {}
             }
             if stopping {
                 return;
@@ -171,6 +183,31 @@ mod tests {
             again.claim("c", "push"),
             "an id that was never flushed is forgotten by a restart"
         );
+    }
+
+    #[test]
+    fn a_failed_flush_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Deliveries::open(store.clone()).unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("hoist.db")).unwrap();
+        assert!(d.claim("a", "push"));
+        db.execute_batch("ALTER TABLE deliveries RENAME TO away")
+            .unwrap();
+        assert!(d.flush().is_err(), "the table is gone");
+        assert!(d.claim("b", "push"), "claims go on meanwhile");
+        assert!(!d.claim("a", "push"));
+        db.execute_batch("ALTER TABLE away RENAME TO deliveries")
+            .unwrap();
+        d.flush().unwrap();
+        let mut ids: Vec<String> = store
+            .deliveries_since(0)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
     }
 
     #[test]
