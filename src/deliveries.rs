@@ -1,8 +1,8 @@
 //! Webhook delivery ids, for deduplication: GitHub redelivers with the same
 //! `X-GitHub-Delivery`, and a redelivery must queue nothing.
 //!
-//! Every id received within [`MEMORY`] is kept in memory (16 bytes of its SHA-256, with
-//! its arrival time), loaded from the state database at start. A claim is one hash-map
+//! Every id received within [`MEMORY`] is kept in memory (12 bytes of its SHA-256, with
+//! its arrival time: 16 bytes an id), loaded from the state database at start. A claim is one hash-map
 //! insert under a lock held for well under a microsecond: the request path never touches
 //! SQLite. The map is split into 64 shards by key, so that concurrent claims rarely meet
 //! and growing the map never holds up claims for long (one shard is rehashed at a time).
@@ -16,6 +16,7 @@
 //! secret can grow the set; a week of a busy organisation's deliveries is a few MB.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,30 +31,70 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const SHARDS: usize = 64;
 
-/// Ids remembered, by [`key`]: their arrival time (ms since the epoch).
-type Shard = HashMap<u128, i64>;
+/// Ids remembered: their arrival time (seconds since the epoch).
+type Shard = HashMap<Key, u32, BuildHasherDefault<KeyHasher>>;
 
 /// A delivery claimed and not yet written: (id, event, received at).
 type Unflushed = (String, String, i64);
 
 pub struct Deliveries {
     store: Store,
-    /// Shard `key % SHARDS` holds the key.
+    /// Shard [`Key::shard`] holds a key.
     shards: Vec<Mutex<Shard>>,
     unflushed: Mutex<Vec<Unflushed>>,
 }
 
-/// An id's first 16 bytes of SHA-256: exact for any number of deliveries a daemon sees
-/// (a collision among a billion ids has a chance of about 10^-21), in a fixed 16 bytes.
-fn key(id: &str) -> u128 {
-    let digest = sha2::Sha256::digest(id.as_bytes());
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&digest[..16]);
-    u128::from_le_bytes(first)
+/// An id's first 12 bytes of SHA-256: a fixed size, and exact for any number of
+/// deliveries a daemon sees (a collision among a million ids has a chance of about 10^-17).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u8; 12]);
+
+impl Key {
+    fn of(id: &str) -> Key {
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let mut first = [0u8; 12];
+        first.copy_from_slice(&digest[..12]);
+        Key(first)
+    }
+
+    /// From the last byte, which the hash does not use.
+    fn shard(self) -> usize {
+        usize::from(self.0[11]) % SHARDS
+    }
 }
 
-fn shard_of(key: u128) -> usize {
-    (key % SHARDS as u128) as usize
+/// A key is uniformly random already: its first 8 bytes are its hash.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Passes a [`Key`]'s hash through (SipHash would only spend time on it).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Seconds since the epoch, for a time in ms.
+fn seconds(ms: i64) -> u32 {
+    u32::try_from(ms / 1000).unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,10 +104,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Deliveries {
     /// Loads the ids of the last [`MEMORY`] from the state database.
     pub fn open(store: Store) -> Result<Self, StoreError> {
-        let mut shards = vec![Shard::new(); SHARDS];
+        let mut shards = vec![Shard::default(); SHARDS];
         for (id, at) in store.deliveries_since(now_ms() - millis(MEMORY))? {
-            let key = key(&id);
-            shards[shard_of(key)].insert(key, at);
+            let key = Key::of(&id);
+            shards[key.shard()].insert(key, seconds(at));
         }
         Ok(Deliveries {
             store,
@@ -75,16 +116,16 @@ impl Deliveries {
         })
     }
 
-    fn shard(&self, key: u128) -> std::sync::MutexGuard<'_, Shard> {
-        lock(&self.shards[shard_of(key)])
+    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, Shard> {
+        lock(&self.shards[key.shard()])
     }
 
     /// `true` when the id is new (and is now claimed), `false` for a redelivery. Atomic:
     /// of two concurrent copies of one delivery, exactly one is new.
     pub fn claim(&self, id: &str, event: &str) -> bool {
-        let key = key(id);
+        let key = Key::of(id);
         let at = now_ms();
-        if self.shard(key).insert(key, at).is_some() {
+        if self.shard(key).insert(key, seconds(at)).is_some() {
             return false;
         }
         lock(&self.unflushed).push((id.to_string(), event.to_string(), at));
@@ -110,8 +151,9 @@ impl Deliveries {
     /// Forgets ids older than [`MEMORY`], in memory and in the database.
     pub fn prune(&self) -> Result<usize, StoreError> {
         let cutoff = now_ms() - millis(MEMORY);
+        let kept_from = seconds(cutoff);
         for shard in &self.shards {
-            lock(shard).retain(|_, at| *at >= cutoff);
+            lock(shard).retain(|_, at| *at >= kept_from);
         }
         self.store.prune_deliveries(cutoff)
     }
@@ -223,7 +265,8 @@ mod tests {
             .unwrap();
         let d = Deliveries::open(store.clone()).unwrap();
         assert!(!d.claim("recent", "push"));
-        d.shard(key("aged")).insert(key("aged"), old);
+        let aged = Key::of("aged");
+        d.shard(aged).insert(aged, seconds(old));
         assert_eq!(d.prune().unwrap(), 1, "the old row");
         assert!(d.claim("aged", "push"), "forgotten in memory");
         assert!(!d.claim("recent", "push"));
