@@ -23,6 +23,7 @@ use std::time::Duration;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
+use crate::lock;
 use crate::store::{Store, StoreError, millis, now_ms};
 
 /// How long an id is remembered: a week (GitHub redelivers for three days).
@@ -95,10 +96,6 @@ impl Hasher for KeyHasher {
 /// Seconds since the epoch, for a time in ms.
 fn seconds(ms: i64) -> u32 {
     u32::try_from(ms / 1000).unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Deliveries {

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::lock;
+
 /// Upper bounds (seconds) for rollout and step durations.
 const BUCKETS: [f64; 12] = [
     0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -43,10 +45,6 @@ pub struct Metrics {
     deliveries: Mutex<BTreeMap<Labels, u64>>,
     poll_errors: Mutex<BTreeMap<Labels, u64>>,
     in_progress: Mutex<BTreeMap<Labels, i64>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Metrics {
