@@ -231,6 +231,9 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -250,9 +253,8 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        enable_wal(&conn).map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -263,7 +265,7 @@ impl Store {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(err)?;
-        reader.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         for file in ["hoist.db", "hoist.db-wal", "hoist.db-shm"] {
             crate::owner::like_dir(dir, &dir.join(file));
         }
@@ -685,6 +687,25 @@ impl Store {
     }
 }
 
+/// Switches the database to WAL. Two processes opening a new database at once (the daemon
+/// and a CLI run) can both ask; SQLite then answers one of them "busy" at once instead of
+/// calling the busy handler (either waiting would deadlock), so ask again until
+/// [`BUSY_TIMEOUT`] runs out.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let err = |source| StoreError::Sqlite {
         path: path.to_path_buf(),
@@ -730,15 +751,18 @@ mod tests {
 
     #[test]
     fn concurrent_opens_of_a_new_database_migrate_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let path = dir.path().to_path_buf();
-                std::thread::spawn(move || Store::open(&path).map(|_| ()))
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap().unwrap();
+        // Without `enable_wal`'s retry, one round in ten or so lost the race for WAL.
+        for _ in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = dir.path().to_path_buf();
+                    std::thread::spawn(move || Store::open(&path).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
         }
     }
 
