@@ -1,21 +1,19 @@
 -- wrk script for benches/webhooks.rs: POSTs the same signed delivery body with a new
--- X-GitHub-Delivery id every time (hoist deduplicates on it).
+-- X-GitHub-Delivery id every time (hoist deduplicates on it). The ids are random GUIDs, as
+-- GitHub's are: sequential ids would hide the cost of remembering them in random order.
 local body = io.open(os.getenv("HOIST_BENCH_BODY"), "rb"):read("*a")
 local signature = os.getenv("HOIST_BENCH_SIGNATURE")
-local run = os.getenv("HOIST_BENCH_RUN")
-local threads = 0
-local counter = 0
+math.randomseed(tonumber(os.getenv("HOIST_BENCH_SEED")) or os.time())
 
-function setup(thread)
-  thread:set("thread", threads)
-  threads = threads + 1
+local function r16()
+  return math.random(0, 0xffff)
 end
 
 function request()
-  counter = counter + 1
   local headers = {
     ["X-GitHub-Event"] = "package",
-    ["X-GitHub-Delivery"] = string.format("bench-%s-%d-%d", run, thread, counter),
+    ["X-GitHub-Delivery"] = string.format("%04x%04x-%04x-%04x-%04x-%04x%04x%04x",
+      r16(), r16(), r16(), r16(), r16(), r16(), r16(), r16()),
     ["X-Hub-Signature-256"] = signature,
     ["Content-Type"] = "application/json",
   }

@@ -22,6 +22,29 @@ use support::hoist::{Fixture, Options};
 const LEVELS: [usize; 5] = [1, 10, 25, 50, 100];
 const SECONDS: u64 = 5;
 
+/// Differs between runs, so that no run's ids are duplicates of an earlier run's (the
+/// daemon's state outlives a run only within one benchmark, but stay safe).
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A delivery id shaped like GitHub's (a random GUID), derived from `name`: sequential
+/// ids would hide what remembering ids in random order costs.
+fn guid(name: &str) -> String {
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(format!("{}-{name}", seed())));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 /// The figures of one wrk run.
 struct Wrk {
     requests: u64,
@@ -107,7 +130,7 @@ async fn main() {
             ])
             .env("HOIST_BENCH_BODY", &body_file)
             .env("HOIST_BENCH_SIGNATURE", &signature)
-            .env("HOIST_BENCH_RUN", run.to_string())
+            .env("HOIST_BENCH_SEED", (seed() + run as u64).to_string())
             .output()
             .expect("wrk must be installed (apt-get install wrk)");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -140,7 +163,7 @@ async fn main() {
             .map(|i| {
                 let (d, body, signature) = (d.clone(), body.clone(), signature.clone());
                 tokio::spawn(async move {
-                    let delivery = format!("burst-{burst}-{i}");
+                    let delivery = guid(&format!("burst-{burst}-{i}"));
                     let headers = [
                         ("x-github-event", "package"),
                         ("x-github-delivery", delivery.as_str()),

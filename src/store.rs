@@ -85,6 +85,29 @@ const MIGRATIONS: &[&str] = &[
         service TEXT PRIMARY KEY,
         deployment_id INTEGER NOT NULL
     );",
+    // 5: deliveries become an append-only log. Deduplication happens in memory
+    // (deliveries.rs), so the table needs no unique index on the id, and each unique-index
+    // insert of a random GitHub GUID cost about 20 µs once the table held a few hundred
+    // thousand ids (a batch of 1500 held the write lock for 30 ms); an append costs about
+    // 1 µs. What became of a delivery that was acted on moves to its own small table.
+    "CREATE TABLE delivery_log (
+        id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    INSERT INTO delivery_log (id, event, received_at)
+        SELECT id, event, received_at FROM deliveries ORDER BY received_at;
+    CREATE TABLE delivery_outcomes (
+        id TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        decided_at INTEGER NOT NULL
+    );
+    INSERT INTO delivery_outcomes (id, outcome, decided_at)
+        SELECT id, outcome, received_at FROM deliveries WHERE outcome IS NOT NULL;
+    CREATE INDEX delivery_outcomes_by_age ON delivery_outcomes (decided_at);
+    DROP TABLE deliveries;
+    ALTER TABLE delivery_log RENAME TO deliveries;
+    CREATE INDEX deliveries_by_age ON deliveries (received_at);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -593,8 +616,8 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Records webhook deliveries `(id, event, received_at)` in one transaction; ids seen
-    /// before are left as they are.
+    /// Appends webhook deliveries `(id, event, received_at)` in one transaction. The
+    /// caller records each id once ([`crate::deliveries`] deduplicates in memory).
     pub fn record_deliveries(
         &self,
         deliveries: &[(String, String, i64)],
@@ -604,7 +627,7 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(|e| self.err(e))?;
             for (id, event, at) in deliveries {
@@ -615,16 +638,34 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Records what a delivery that was acted on came to (the latest word wins).
     pub fn set_delivery_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE deliveries SET outcome = ?2 WHERE id = ?1",
-            params![id, outcome],
+            "INSERT OR REPLACE INTO delivery_outcomes (id, outcome, decided_at) VALUES (?1, ?2, ?3)",
+            params![id, outcome, now_ms()],
         )?;
         Ok(())
     }
 
-    /// Forgets deliveries received before `cutoff` (ms).
+    /// The recorded outcome of a delivery, if it was acted on.
+    pub fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row(
+            "SELECT outcome FROM delivery_outcomes WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    /// Forgets deliveries received, and outcomes decided, before `cutoff` (ms). Returns
+    /// how many deliveries were forgotten.
     pub fn prune_deliveries(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.exec(
+            "DELETE FROM delivery_outcomes WHERE decided_at < ?1",
+            [cutoff],
+        )?;
         self.exec("DELETE FROM deliveries WHERE received_at < ?1", [cutoff])
     }
 
@@ -803,17 +844,37 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_are_deduplicated_and_pending_triggers_kept() {
+    fn deliveries_and_their_outcomes_are_kept_and_pruned_and_pending_triggers_kept() {
         let (store, _dir) = temp_store();
         let at = now_ms();
-        let batch = vec![("d-1".to_string(), "push".to_string(), at)];
-        store.record_deliveries(&batch).unwrap();
-        store.record_deliveries(&batch).unwrap();
+        let old = at - 7_200_000;
+        store
+            .record_deliveries(&[
+                ("d-old".to_string(), "push".to_string(), old),
+                ("d-1".to_string(), "push".to_string(), at),
+            ])
+            .unwrap();
         assert_eq!(
-            store.deliveries_since(0).unwrap(),
+            store.deliveries_since(at - 3_600_000).unwrap(),
             [("d-1".to_string(), at)]
         );
-        assert_eq!(store.prune_deliveries(at - 3_600_000).unwrap(), 0);
+        store.set_delivery_outcome("d-1", "deploy #1 noop").unwrap();
+        store
+            .set_delivery_outcome("d-1", "deploy #2 succeeded")
+            .unwrap();
+        assert_eq!(
+            store.delivery_outcome("d-1").unwrap().as_deref(),
+            Some("deploy #2 succeeded")
+        );
+        assert_eq!(store.delivery_outcome("d-old").unwrap(), None);
+        assert_eq!(store.prune_deliveries(at - 3_600_000).unwrap(), 1);
+        assert_eq!(store.deliveries_since(0).unwrap().len(), 1);
+        assert_eq!(
+            store.prune_deliveries(now_ms() + 1).unwrap(),
+            1,
+            "everything older than the cutoff goes"
+        );
+        assert_eq!(store.delivery_outcome("d-1").unwrap(), None);
         let row = |trigger: &str| PendingRow {
             service: "web".into(),
             target: "track".into(),
@@ -826,6 +887,36 @@ mod tests {
         assert_eq!(store.pending().unwrap(), vec![row("b")]);
         store.clear_pending("web").unwrap();
         assert!(store.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_4_database_keeps_its_deliveries_and_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("hoist.db")).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO deliveries (id, event, received_at, outcome) VALUES
+                     ('a', 'push', 20, NULL), ('b', 'package', 10, 'deploy #3 noop');
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.deliveries_since(0).unwrap(),
+            [("b".to_string(), 10), ("a".to_string(), 20)]
+        );
+        assert_eq!(
+            store.delivery_outcome("b").unwrap().as_deref(),
+            Some("deploy #3 noop")
+        );
+        store
+            .record_deliveries(&[("c".to_string(), "push".to_string(), 30)])
+            .unwrap();
+        assert_eq!(store.deliveries_since(25).unwrap().len(), 1);
     }
 
     #[test]
