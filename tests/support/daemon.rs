@@ -219,23 +219,185 @@ impl Daemon {
     }
 }
 
-/// A `package` (GHCR) delivery saying `image:tag` now is `digest`, about 25 KB like a
-/// real one.
+/// A `package` (GHCR) delivery saying `image:tag` now is `digest`, shaped like GitHub's:
+/// compact JSON of about 25 KB in some 900 fields (a repository with its ~90 URLs, users,
+/// the organization, the image's labels, manifest layers and README), not one long string,
+/// so that parsing costs what it costs on a real delivery.
 pub fn package_event(repository: &str, image: &str, tag: &str, digest: &str) -> Vec<u8> {
-    serde_json::json!({
-        "action": "published",
-        "package": {
-            "name": "web",
-            "package_type": "CONTAINER",
-            "package_version": {
-                "package_url": format!("{image}:{tag}"),
-                "container_metadata": { "tag": { "name": tag, "digest": digest } }
-            }
+    use serde_json::{Value, json};
+    let (owner, _) = repository.split_once('/').unwrap_or((repository, ""));
+    let api = "https://api.github.com";
+    let user = |login: &str, id: u64| {
+        let u = format!("{api}/users/{login}");
+        json!({
+            "login": login, "id": id, "node_id": format!("MDQ6VXNlcj{id}"),
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"),
+            "gravatar_id": "", "url": u, "html_url": format!("https://github.com/{login}"),
+            "followers_url": format!("{u}/followers"),
+            "following_url": format!("{u}/following{{/other_user}}"),
+            "gists_url": format!("{u}/gists{{/gist_id}}"),
+            "starred_url": format!("{u}/starred{{/owner}}{{/repo}}"),
+            "subscriptions_url": format!("{u}/subscriptions"),
+            "organizations_url": format!("{u}/orgs"), "repos_url": format!("{u}/repos"),
+            "events_url": format!("{u}/events{{/privacy}}"),
+            "received_events_url": format!("{u}/received_events"),
+            "type": "User", "user_view_type": "public", "site_admin": false
+        })
+    };
+    let repo_url = format!("{api}/repos/{repository}");
+    let mut repo = json!({
+        "id": 185_882_436u64, "node_id": "MDEwOlJlcG9zaXRvcnkxODU4ODI0MzY=",
+        "name": repository.rsplit('/').next().unwrap_or(repository),
+        "full_name": repository, "private": true, "owner": user(owner, 38_302_899),
+        "html_url": format!("https://github.com/{repository}"),
+        "description": "The web service", "fork": false, "url": repo_url,
+        "created_at": "2024-05-09T22:53:26Z", "updated_at": "2026-11-30T23:24:42Z",
+        "pushed_at": "2026-11-30T23:27:00Z",
+        "git_url": format!("git://github.com/{repository}.git"),
+        "ssh_url": format!("git@github.com:{repository}.git"),
+        "clone_url": format!("https://github.com/{repository}.git"),
+        "svn_url": format!("https://github.com/{repository}"), "homepage": null
+    });
+    let counts = json!({
+        "size": 5210, "stargazers_count": 12, "watchers_count": 12, "language": "Rust",
+        "has_issues": true, "has_projects": true, "has_downloads": true, "has_wiki": false,
+        "has_pages": false, "has_discussions": false, "forks_count": 3, "mirror_url": null,
+        "archived": false, "disabled": false, "open_issues_count": 4, "license": null,
+        "allow_forking": true, "is_template": false, "web_commit_signoff_required": false,
+        "topics": ["deploy", "docker", "rust"], "visibility": "private", "forks": 3,
+        "open_issues": 4, "watchers": 12, "default_branch": "main"
+    });
+    if let (Some(repo), Value::Object(counts)) = (repo.as_object_mut(), counts) {
+        repo.extend(counts);
+    }
+    // Each `<key>_url` is the repository's API URL plus a path (GitHub's URI templates).
+    for (key, path) in [
+        ("forks", "forks"),
+        ("keys", "keys{/key_id}"),
+        ("collaborators", "collaborators{/collaborator}"),
+        ("teams", "teams"),
+        ("hooks", "hooks"),
+        ("issue_events", "issues/events{/number}"),
+        ("events", "events"),
+        ("assignees", "assignees{/user}"),
+        ("branches", "branches{/branch}"),
+        ("tags", "tags"),
+        ("blobs", "git/blobs{/sha}"),
+        ("git_tags", "git/tags{/sha}"),
+        ("git_refs", "git/refs{/sha}"),
+        ("trees", "git/trees{/sha}"),
+        ("statuses", "statuses/{sha}"),
+        ("languages", "languages"),
+        ("stargazers", "stargazers"),
+        ("contributors", "contributors"),
+        ("subscribers", "subscribers"),
+        ("subscription", "subscription"),
+        ("commits", "commits{/sha}"),
+        ("git_commits", "git/commits{/sha}"),
+        ("comments", "comments{/number}"),
+        ("issue_comment", "issues/comments{/number}"),
+        ("contents", "contents/{+path}"),
+        ("compare", "compare/{base}...{head}"),
+        ("merges", "merges"),
+        ("archive", "{archive_format}{/ref}"),
+        ("downloads", "downloads"),
+        ("issues", "issues{/number}"),
+        ("pulls", "pulls{/number}"),
+        ("milestones", "milestones{/number}"),
+        ("notifications", "notifications{?since,all,participating}"),
+        ("labels", "labels{/name}"),
+        ("releases", "releases{/id}"),
+        ("deployments", "deployments"),
+    ] {
+        repo[format!("{key}_url")] = Value::from(format!("{repo_url}/{path}"));
+    }
+    let layers: Vec<Value> = (0u64..44)
+        .map(|i| {
+            json!({
+                "digest": format!("sha256:{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "size": 1000 + i * 7919
+            })
+        })
+        .collect();
+    let readme =
+        "## web\n\nThe service behind web.example.com: build with `cargo build --release`, \
+                  configure with `WEB_*` variables, see docs/ for the API.\n"
+            .repeat(56);
+    let source = format!("https://github.com/{repository}");
+    let revision = "6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b";
+    let labels = json!({
+        "description": "The web service", "source": source, "revision": revision,
+        "image_url": source, "licenses": "MIT",
+        "all_labels": {
+            "org.opencontainers.image.created": "2026-11-30T23:28:29Z",
+            "org.opencontainers.image.description": "The web service",
+            "org.opencontainers.image.licenses": "MIT",
+            "org.opencontainers.image.revision": revision,
+            "org.opencontainers.image.source": source,
+            "org.opencontainers.image.title": "web",
+            "org.opencontainers.image.url": source,
+            "org.opencontainers.image.version": tag
+        }
+    });
+    let manifest = json!({
+        "digest": digest,
+        "media_type": "application/vnd.oci.image.manifest.v1+json",
+        "uri": format!("repositories/{repository}/manifests/{digest}"),
+        "size": 4_381,
+        "config": {
+            "digest": format!("sha256:{:064x}", 7u64),
+            "media_type": "application/vnd.oci.image.config.v1+json",
+            "size": 7_205
         },
-        "repository": { "full_name": repository },
-        "sender": { "login": "ci" },
-        // Real deliveries carry much more; pad to a realistic size.
-        "padding": "x".repeat(24_500)
+        "layers": layers
+    });
+    let packages = format!("https://github.com/orgs/{owner}/packages/container");
+    let version = json!({
+        "id": 57_755_790, "version": digest, "name": digest,
+        "description": "The web service", "summary": "The web service", "body": readme,
+        "body_html": "", "manifest": "", "html_url": format!("{packages}/web/57755790"),
+        "target_commitish": "main", "target_oid": revision,
+        "created_at": "2026-11-30T23:28:29Z", "updated_at": "2026-11-30T23:28:29Z",
+        "metadata": [],
+        "container_metadata": {
+            "tag": { "name": tag, "digest": digest }, "labels": labels, "manifest": manifest
+        },
+        "package_files": [],
+        "author": user("github-actions[bot]", 41_898_282),
+        "installation_command": format!("docker pull {image}:{tag}"),
+        "package_url": format!("{image}:{tag}")
+    });
+    let package = json!({
+        "id": 10_696, "name": "web", "namespace": owner, "description": "The web service",
+        "ecosystem": "CONTAINER", "package_type": "CONTAINER",
+        "html_url": format!("{packages}/package/web"),
+        "created_at": "2024-05-09T23:28:29Z", "updated_at": "2026-11-30T23:28:29Z",
+        "owner": user(owner, 38_302_899),
+        "package_version": version,
+        "registry": {
+            "about_url": "https://docs.github.com/packages/learn-github-packages/introduction-to-github-packages",
+            "name": "GitHub CONTAINER registry", "type": "CONTAINER",
+            "url": "https://ghcr.io", "vendor": "GitHub Inc"
+        }
+    });
+    let org_url = format!("{api}/orgs/{owner}");
+    let organization = json!({
+        "login": owner, "id": 38_302_899, "node_id": "MDEyOk9yZ2FuaXphdGlvbjM4MzAyODk5",
+        "url": org_url, "repos_url": format!("{org_url}/repos"),
+        "events_url": format!("{org_url}/events"), "hooks_url": format!("{org_url}/hooks"),
+        "issues_url": format!("{org_url}/issues"),
+        "members_url": format!("{org_url}/members{{/member}}"),
+        "public_members_url": format!("{org_url}/public_members{{/member}}"),
+        "avatar_url": "https://avatars.githubusercontent.com/u/38302899?v=4",
+        "description": ""
+    });
+    json!({
+        "action": "published",
+        "package": package,
+        "repository": repo,
+        "organization": organization,
+        "sender": user("ci-bot", 21_031_067)
     })
     .to_string()
     .into_bytes()
