@@ -21,6 +21,9 @@ use support::hoist::{Fixture, Options};
 
 const LEVELS: [usize; 5] = [1, 10, 25, 50, 100];
 const SECONDS: u64 = 5;
+/// The level the target is set at, and how many more runs of it.
+const TARGET: usize = 100;
+const TARGET_RUNS: usize = 5;
 
 /// Differs between runs, so that no run's ids are duplicates of an earlier run's (the
 /// daemon's state outlives a run only within one benchmark, but stay safe).
@@ -91,6 +94,45 @@ impl Wrk {
     }
 }
 
+/// wrk against the daemon with the benchmark's signed delivery.
+struct Load<'a> {
+    url: &'a str,
+    script: &'a str,
+    body_file: &'a std::path::Path,
+    signature: &'a str,
+}
+
+impl Load<'_> {
+    /// One run of `SECONDS` at `concurrency`: wrk's figures and the daemon's CPU time.
+    fn run(&self, d: &Daemon, concurrency: usize, run: usize) -> (Wrk, Duration) {
+        let cpu_before = d.cpu_time();
+        let out = std::process::Command::new("wrk")
+            .args([
+                "-t1",
+                &format!("-c{concurrency}"),
+                &format!("-d{SECONDS}s"),
+                "--latency",
+                "-s",
+                self.script,
+                self.url,
+            ])
+            .env("HOIST_BENCH_BODY", self.body_file)
+            .env("HOIST_BENCH_SIGNATURE", self.signature)
+            .env("HOIST_BENCH_SEED", (seed() + run as u64).to_string())
+            .output()
+            .expect("wrk must be installed (apt-get install wrk)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let cpu = d.cpu_time() - cpu_before;
+        let report =
+            Wrk::parse(&text).unwrap_or_else(|| panic!("cannot read wrk's output:\n{text}"));
+        assert_eq!(
+            report.errors, 0,
+            "some deliveries were not answered 2xx:\n{text}"
+        );
+        (report, cpu)
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut f = Fixture::start(Options {
@@ -116,31 +158,14 @@ async fn main() {
         "{:>11} {:>9} {:>9} {:>9} {:>9} {:>12} {:>14}",
         "concurrency", "requests", "p50 ms", "p99 ms", "max ms", "deliveries/s", "daemon CPU/req"
     );
+    let load = Load {
+        url: &d.url,
+        script,
+        body_file: &body_file,
+        signature: &signature,
+    };
     for (run, concurrency) in LEVELS.into_iter().enumerate() {
-        let cpu_before = d.cpu_time();
-        let out = std::process::Command::new("wrk")
-            .args([
-                "-t1",
-                &format!("-c{concurrency}"),
-                &format!("-d{SECONDS}s"),
-                "--latency",
-                "-s",
-                script,
-                &d.url,
-            ])
-            .env("HOIST_BENCH_BODY", &body_file)
-            .env("HOIST_BENCH_SIGNATURE", &signature)
-            .env("HOIST_BENCH_SEED", (seed() + run as u64).to_string())
-            .output()
-            .expect("wrk must be installed (apt-get install wrk)");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let cpu = d.cpu_time() - cpu_before;
-        let report =
-            Wrk::parse(&text).unwrap_or_else(|| panic!("cannot read wrk's output:\n{text}"));
-        assert_eq!(
-            report.errors, 0,
-            "some deliveries were not answered 2xx:\n{text}"
-        );
+        let (report, cpu) = load.run(&d, concurrency, run);
         println!(
             "{concurrency:>11} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>12.0} {:>11.0} µs",
             report.requests,
@@ -151,6 +176,18 @@ async fn main() {
             cpu.as_secs_f64() * 1e6 / report.requests.max(1) as f64
         );
     }
+    // One run's p99 is decided by a handful of moments when the Docker engine runs the
+    // managed container's health probe: repeat the target level to show the spread.
+    let mut p99s: Vec<f64> = (0..TARGET_RUNS)
+        .map(|i| load.run(&d, TARGET, LEVELS.len() + i).0.p99_ms)
+        .collect();
+    let listed: Vec<String> = p99s.iter().map(|p| format!("{p:.2}")).collect();
+    p99s.sort_by(f64::total_cmp);
+    println!(
+        "p99 at {TARGET} concurrent, {TARGET_RUNS} more runs: {} ms (median {:.2} ms, target < 10 ms)",
+        listed.join(", "),
+        p99s[TARGET_RUNS / 2]
+    );
     // The shape GitHub actually produces: bursts (e.g. 100 packages published at once),
     // with quiet between them. 20 bursts of 100 simultaneous deliveries.
     // Signed once, here: the clock covers sending and answering, not the client's HMAC.
