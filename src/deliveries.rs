@@ -10,9 +10,9 @@
 //! New ids are appended to the database in batches, every 50 ms, on the blocking pool: one
 //! commit per batch instead of one per delivery. The table has no unique index (this map
 //! is what deduplicates), so a batch costs about 1 µs an id even when GitHub's random
-//! GUIDs land all over a table of hundreds of thousands of ids. A crash can forget the last 50 ms of ids;
-//! a redelivery of one of those then causes one more check of the registry, which finds
-//! the service up to date (a no-op).
+//! GUIDs land all over a table of hundreds of thousands of ids. A crash can forget the
+//! last 50 ms of ids; a redelivery of one of those then causes one more check of the
+//! registry, which finds the service up to date (a no-op).
 //!
 //! Only deliveries with a valid signature are claimed, so nobody without the webhook
 //! secret can grow the set; a week of a busy organisation's deliveries is a few MB.

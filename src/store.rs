@@ -102,6 +102,7 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL,
         decided_at INTEGER NOT NULL
     );
+    -- The arrival time stands in for when an old outcome was decided.
     INSERT INTO delivery_outcomes (id, outcome, decided_at)
         SELECT id, outcome, received_at FROM deliveries WHERE outcome IS NOT NULL;
     CREATE INDEX delivery_outcomes_by_age ON delivery_outcomes (decided_at);
@@ -647,7 +648,9 @@ impl Store {
         Ok(())
     }
 
-    /// The recorded outcome of a delivery, if it was acted on.
+    /// The recorded outcome of a delivery, if it was acted on (operators read the table
+    /// with sqlite3; tests read it here).
+    #[cfg(test)]
     pub fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         conn.query_row(
