@@ -25,19 +25,12 @@ const SECONDS: u64 = 5;
 const TARGET: usize = 100;
 const TARGET_RUNS: usize = 5;
 
-/// Differs between runs, so that no run's ids are duplicates of an earlier run's (the
-/// daemon's state outlives a run only within one benchmark, but stay safe).
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A delivery id shaped like GitHub's (a random GUID), derived from `name`: sequential
-/// ids would hide what remembering ids in random order costs.
+/// ids would hide what remembering ids in random order costs. Names need only differ
+/// within one benchmark: each starts a daemon with a new state directory.
 fn guid(name: &str) -> String {
     use sha2::Digest as _;
-    let h = hex::encode(sha2::Sha256::digest(format!("{}-{name}", seed())));
+    let h = hex::encode(sha2::Sha256::digest(name));
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
@@ -118,7 +111,7 @@ impl Load<'_> {
             ])
             .env("HOIST_BENCH_BODY", self.body_file)
             .env("HOIST_BENCH_SIGNATURE", self.signature)
-            .env("HOIST_BENCH_SEED", (seed() + run as u64).to_string())
+            .env("HOIST_BENCH_SEED", run.to_string())
             .output()
             .expect("wrk must be installed (apt-get install wrk)");
         let text = String::from_utf8_lossy(&out.stdout).to_string();

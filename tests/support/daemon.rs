@@ -258,6 +258,7 @@ pub fn package_event(repository: &str, image: &str, tag: &str, digest: &str) -> 
         "clone_url": format!("https://github.com/{repository}.git"),
         "svn_url": format!("https://github.com/{repository}"), "homepage": null
     });
+    // In two parts: one json! of the whole repository exceeds the macro recursion limit.
     let counts = json!({
         "size": 5210, "stargazers_count": 12, "watchers_count": 12, "language": "Rust",
         "has_issues": true, "has_projects": true, "has_downloads": true, "has_wiki": false,
