@@ -1,5 +1,5 @@
 //! hoist's integration tests: one binary, real Docker engine, real registry, real
-//! docker-compose, the real `hoist` binary, traffic through a Traefik stand-in.
+//! Compose (v2 and v1), the real `hoist` binary, traffic through the real Traefik.
 //! Run with `cargo test --features test-support` (see README).
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +10,7 @@ mod support;
 mod cli;
 mod crash;
 mod ops;
-mod proxy;
+mod traefik;
 mod refusals;
 mod registry;
 mod rollout;

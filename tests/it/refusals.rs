@@ -157,7 +157,7 @@ async fn a_container_left_by_a_failed_cleanup_is_withdrawn_before_the_next_rollo
         "run",
         "-d",
         "--name",
-        &format!("{}_web_9", f.project.name),
+        &f.project.compose.container_name(&f.project.name, "web", 9),
         "--network",
         &f.project.network(),
         "--label",

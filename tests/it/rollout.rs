@@ -1,18 +1,33 @@
-//! Rollouts under continuous load through the Traefik stand-in: the product's promise is
-//! zero failed requests, and a bad image never reaching traffic.
+//! Rollouts under continuous load through the real Traefik: the product's promise is zero
+//! failed requests, and a bad image never reaching traffic. The projects are created by
+//! Compose v2, and the rollout and compose-parity tests run with docker-compose v1 too.
 
 use std::time::Duration;
 
 use crate::support::hoist::{Fixture, Options, SERVICE};
 use crate::support::images::Variant;
+use crate::support::project::Compose;
 
 const SERVE_WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_rollouts_under_load_fail_no_request() {
-    let (f, load) = Fixture::start_serving(Options::default()).await;
-    // The first rollout starts from the container docker-compose created.
-    for i in 0..10 {
+    rollouts_under_load_fail_no_request(Compose::V2, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollouts_of_a_compose_v1_project_under_load_fail_no_request() {
+    rollouts_under_load_fail_no_request(Compose::V1, 4).await;
+}
+
+async fn rollouts_under_load_fail_no_request(compose: Compose, rollouts: usize) {
+    let (f, load) = Fixture::start_serving(Options {
+        compose,
+        ..Options::default()
+    })
+    .await;
+    // The first rollout starts from the container compose created.
+    for i in 0..rollouts {
         let tag = if i % 2 == 0 { "v2" } else { "v1" };
         f.deploy(tag).await.assert_code(0);
         assert_eq!(
@@ -25,15 +40,18 @@ async fn ten_rollouts_under_load_fail_no_request() {
             .expect("new version serves");
     }
     let report = load.stop().await;
-    println!("hoist: 10 rollouts v1<->v2 at 100 req/s: {report}");
-    assert!(report.sent > 1000, "the load ran throughout: {report}");
+    println!("hoist ({compose}): {rollouts} rollouts v1<->v2 at 100 req/s: {report}");
+    assert!(
+        report.sent as usize > 100 * rollouts,
+        "the load ran throughout: {report}"
+    );
     assert_eq!(
         report.failed, 0,
         "no request may fail during rollouts: {report}"
     );
 
     let history = f.history().await;
-    assert_eq!(history.len(), 10);
+    assert_eq!(history.len(), rollouts);
     for d in &history {
         assert_eq!(d["outcome"], "succeeded", "{d:#}");
         let steps: Vec<&str> = d["steps"]
@@ -161,16 +179,17 @@ async fn the_image_healthcheck_decides_without_health_path() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plain_compose_recreate_drops_requests_for_comparison() {
     let (f, load) = Fixture::start_serving(Options::default()).await;
+    // The operator's old deploy: the new image in .env, then `docker compose up -d`.
     std::fs::write(f.project.env_file(), format!("WEB_IMAGE={}:v2\n", f.repo)).unwrap();
     f.compose_up();
     load.wait_until_serving("v2", Duration::from_secs(60))
         .await
         .expect("compose brought v2 up");
     let report = load.stop().await;
-    println!("docker-compose up -d recreate at 100 req/s: {report}");
+    println!("docker compose up -d recreate at 100 req/s: {report}");
     assert!(
         report.failed > 0,
-        "a plain compose recreate should drop requests through the Traefik stand-in \
+        "a plain compose recreate should drop requests through Traefik \
          (otherwise the zero-failure assertions prove nothing): {report}"
     );
 }
@@ -184,7 +203,7 @@ async fn env_file_keeps_compose_on_the_deployed_digest_and_rollback_returns() {
 
     // An operator's `docker compose up -d` must not roll the service back to v1.
     f.compose_up();
-    f.proxy
+    f.traefik
         .wait_for_servers(SERVICE, 1, SERVE_WAIT)
         .await
         .expect("compose's container is routed");
@@ -208,45 +227,40 @@ async fn env_file_keeps_compose_on_the_deployed_digest_and_rollback_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn compose_v2_naming_is_followed() {
-    let f = Fixture::start(Options::default()).await;
-    // docker compose v2 names containers project-service-N; Debian ships v1, so rename
-    // the container v1 created into v2's scheme.
-    let old = f.project.running().remove(0);
-    let v2_name = format!("{}-web-1", f.project.name);
-    let out = crate::support::images::docker(&["rename", &old, &v2_name]);
-    assert!(out.status.success());
-    f.deploy("v2").await.assert_code(0);
-    let running = f.project.running();
-    let out = crate::support::images::docker(&[
-        "inspect",
-        "-f",
-        "{{.Name}} {{index .Config.Labels \"com.docker.compose.container-number\"}}",
-        &running[0],
-    ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("/{}-web-2 2", f.project.name)
-    );
+async fn new_container_keeps_the_compose_v2_configuration() {
+    new_container_keeps_the_compose_configuration(Compose::V2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn new_container_keeps_the_compose_configuration() {
-    let f = Fixture::start(Options::default()).await;
+async fn new_container_keeps_the_compose_v1_configuration() {
+    new_container_keeps_the_compose_configuration(Compose::V1).await;
+}
+
+/// The new container is named and numbered the way the project's Compose names them, and
+/// carries the compose file's environment, restart policy, service label and network alias.
+async fn new_container_keeps_the_compose_configuration(compose: Compose) {
+    let f = Fixture::start(Options {
+        compose,
+        ..Options::default()
+    })
+    .await;
     f.deploy("v2").await.assert_code(0);
     let id = f.project.running().remove(0);
     let out = crate::support::images::docker(&[
         "inspect",
         "-f",
-        "{{.Name}}|{{range .Config.Env}}{{.}};{{end}}|{{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{join $v.Aliases \",\"}}{{end}}",
+        "{{.Name}}|{{range .Config.Env}}{{.}};{{end}}|{{.HostConfig.RestartPolicy.Name}}|{{index .Config.Labels \"com.docker.compose.service\"}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}}:{{join $v.Aliases \",\"}}{{end}}|{{index .Config.Labels \"com.docker.compose.container-number\"}}",
         &id,
     ]);
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let parts: Vec<&str> = text.split('|').collect();
     assert_eq!(
-        parts[0],
-        format!("/{}_web_2", f.project.name),
-        "compose v1 naming, next number"
+        (parts[0], parts[5]),
+        (
+            format!("/{}", compose.container_name(&f.project.name, "web", 2)).as_str(),
+            "2"
+        ),
+        "{compose} naming, next number"
     );
     assert!(
         parts[1].contains("APP_SETTING=from-compose"),

@@ -1,7 +1,7 @@
 //! Running the real `hoist` binary against a test's world, and the fixture that builds that
-//! world: a registry with the demo images, a compose project started with `docker-compose`
-//! from a compose file that carries `hoist labels` output, the Traefik stand-in in front,
-//! and a hoist config and state directory of its own.
+//! world: a registry with the demo images, a compose project started with real Compose (v2
+//! by default, v1 on request) from a compose file that carries `hoist labels` output, the
+//! real Traefik in front, and a hoist config and state directory of its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +13,9 @@ use tempfile::TempDir;
 use super::gateway::Gateway;
 use super::images::{self, Variant};
 use super::load::{Load, LoadConfig};
-use super::project::Project;
-use super::proxy::{Proxy, ProxyConfig};
+use super::project::{Compose, Project};
 use super::registry::TestRegistry;
+use super::traefik::{self, Traefik, TraefikConfig};
 
 pub const HOIST: &str = env!("CARGO_BIN_EXE_hoist");
 /// The hoist service every fixture deploys.
@@ -98,11 +98,13 @@ pub async fn hoist(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 pub struct Options {
     /// Tags pushed before the project starts.
     pub tags: Vec<(&'static str, Variant)>,
-    /// The tag `docker-compose up` starts with.
+    /// The tag `compose up` starts with.
     pub initial: &'static str,
+    /// The Compose that creates the project (v2 unless a test asks for v1).
+    pub compose: Compose,
     /// `health_path = "/healthz"`; without it the image's HEALTHCHECK is wrapped.
     pub health_path: bool,
-    /// Point `traefik.api_url` at the proxy's API (else hoist waits out the throttle).
+    /// Point `traefik.api_url` at Traefik's API (else hoist waits out the throttle).
     pub api: bool,
     /// htpasswd (Basic) auth on the registry.
     pub auth: bool,
@@ -150,6 +152,7 @@ impl Default for Options {
         Options {
             tags: vec![("v1", Variant::V1), ("v2", Variant::V2)],
             initial: "v1",
+            compose: Compose::V2,
             health_path: true,
             api: true,
             auth: false,
@@ -171,7 +174,7 @@ impl Default for Options {
 
 pub struct Fixture {
     pub project: Project,
-    pub proxy: Proxy,
+    pub traefik: Traefik,
     pub registry: TestRegistry,
     pub gateway: Option<Gateway>,
     pub state: TempDir,
@@ -187,7 +190,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn start(options: Options) -> Fixture {
         super::require_docker();
-        let project = Project::new("h");
+        let project = Project::with("h", options.compose);
         let registry = if options.auth {
             TestRegistry::start_with_auth(USER, PASSWORD).await
         } else {
@@ -213,18 +216,13 @@ impl Fixture {
             .tempdir()
             .expect("state dir");
         let host = format!("{}.test", project.name);
-        let docker = bollard::Docker::connect_with_local_defaults()
-            .expect("docker")
-            .negotiate_version()
+        let traefik = Traefik::start(TraefikConfig::new(&project.name, project.network()))
             .await
-            .expect("docker version");
-        let proxy = Proxy::start(docker, ProxyConfig::new(&project.name))
-            .await
-            .expect("start the Traefik stand-in");
+            .expect("start Traefik");
         let mut fixture = Fixture {
             config: state.path().join("hoist.toml"),
             project,
-            proxy,
+            traefik,
             registry,
             gateway,
             state,
@@ -243,13 +241,13 @@ impl Fixture {
         std::fs::write(fixture.project.env_file(), env).expect("write .env");
         fixture.compose_up();
         fixture
-            .proxy
+            .traefik
             .wait_for_servers(SERVICE, 1, Duration::from_secs(60))
             .await
             .expect("the compose-started container is routed");
         if fixture.options.prod {
             fixture
-                .proxy
+                .traefik
                 .wait_for_servers(PROD, 1, Duration::from_secs(60))
                 .await
                 .expect("the compose-started prod container is routed");
@@ -288,13 +286,13 @@ impl Fixture {
         dir
     }
 
-    /// [`Fixture::start`], then load through the proxy until the initial version serves.
+    /// [`Fixture::start`], then load through Traefik until the initial version serves.
     pub async fn start_serving(options: Options) -> (Fixture, Load) {
         let f = Fixture::start(options).await;
         let load = f.load();
         load.wait_until_serving(f.options.initial, Duration::from_secs(30))
             .await
-            .expect("the initial version serves through the proxy");
+            .expect("the initial version serves through Traefik");
         (f, load)
     }
 
@@ -302,7 +300,7 @@ impl Fixture {
     pub fn write_config(&mut self, registries: &str) {
         let o = &self.options;
         let api = if o.api {
-            format!("api_url = \"{}\"\n", self.proxy.api_url())
+            format!("api_url = \"{}\"\n", self.traefik.api_url())
         } else {
             String::new()
         };
@@ -382,7 +380,7 @@ env_var = "WEB_IMAGE"
     }
 
     async fn write_compose(&self) {
-        let mut yaml = "version: \"3.7\"\nservices:\n".to_string();
+        let mut yaml = "services:\n".to_string();
         let mut services = vec![(SERVICE, "WEB_IMAGE")];
         if self.options.prod {
             services.push((PROD, "WEB_PROD_IMAGE"));
@@ -407,26 +405,18 @@ env_var = "WEB_IMAGE"
         self.project.write_compose(&yaml);
     }
 
+    /// `compose up -d` with the fixture's registry credentials.
     pub fn compose_up(&self) {
-        let config = self.docker_config_dir();
-        let file = self.project.compose_file().display().to_string();
-        let out = std::process::Command::new("docker-compose")
-            .current_dir(self.project.path())
-            .env("DOCKER_CONFIG", config)
-            .args([
-                "--no-ansi",
-                "-p",
-                &self.project.name,
-                "-f",
-                &file,
-                "up",
-                "-d",
-            ])
+        let out = self
+            .project
+            .compose_command(&["up", "-d"])
+            .env("DOCKER_CONFIG", self.docker_config_dir())
             .output()
-            .expect("docker-compose");
+            .expect("compose");
         assert!(
             out.status.success(),
-            "docker-compose up failed: {}",
+            "{} up failed: {}",
+            self.project.compose,
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -443,11 +433,12 @@ env_var = "WEB_IMAGE"
         self.hoist(&["deploy", SERVICE, "--tag", tag]).await
     }
 
-    /// 100 requests/s through the proxy, every 10th held 300 ms by the app so that
+    /// 100 requests/s through Traefik, every 10th held 300 ms by the app so that
     /// requests are in flight whenever a container leaves.
     pub fn load(&self) -> Load {
         Load::start(LoadConfig {
-            target: self.proxy.addr(),
+            via: traefik::describe(),
+            target: self.traefik.addr(),
             host: self.host.clone(),
             rate: 100,
             slow_every: Some((10, 300)),

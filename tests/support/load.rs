@@ -1,4 +1,4 @@
-//! Load generator for rollout tests: sends requests to the proxy at a fixed rate over keep-alive
+//! Load generator for rollout tests: sends requests to Traefik at a fixed rate over keep-alive
 //! connections and tallies outcomes and the demo app's versions seen.
 
 use super::error_chain;
@@ -27,8 +27,10 @@ const KEPT_FAILURES: usize = 20;
 
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
+    /// What the requests go through, e.g. "Traefik 3.7.15": every report names it.
+    pub via: String,
     pub target: SocketAddr,
-    /// Sent as the `Host` header, to select the proxy's router.
+    /// Sent as the `Host` header, to select Traefik's router.
     pub host: String,
     /// Requests per second.
     pub rate: u32,
@@ -51,6 +53,8 @@ pub struct Failure {
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
+    /// [`LoadConfig::via`].
+    pub via: String,
     pub elapsed: Duration,
     pub sent: u64,
     pub ok: u64,
@@ -72,8 +76,8 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {}, ok {}, failed {}",
-            self.sent, self.ok, self.failed
+            "through {}: sent {}, ok {}, failed {}",
+            self.via, self.sent, self.ok, self.failed
         )?;
         if self.in_flight() > 0 {
             write!(f, ", in flight {}", self.in_flight())?;
@@ -164,7 +168,13 @@ impl Load {
         let (completed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             started: Instant::now(),
-            tally: Mutex::new(Tally::default()),
+            tally: Mutex::new(Tally {
+                report: LoadReport {
+                    via: cfg.via.clone(),
+                    ..LoadReport::default()
+                },
+                ..Tally::default()
+            }),
             completed,
         });
         let requests = TaskTracker::new();

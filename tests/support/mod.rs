@@ -1,5 +1,5 @@
 //! Test support shared by the integration tests and the benchmark: real Docker, a real
-//! registry, real docker-compose, a Traefik stand-in and a load generator.
+//! registry, real Compose (v2 and v1), the real Traefik and a load generator.
 #![allow(dead_code)]
 
 pub mod daemon;
@@ -9,7 +9,7 @@ pub mod hoist;
 pub mod images;
 pub mod load;
 pub mod project;
-pub mod proxy;
+pub mod traefik;
 pub mod registry;
 
 /// Fails with a clear message when there is no Docker engine: these tests need a real one.

@@ -1,7 +1,9 @@
 //! A compose project of its own per test: a temp directory with docker-compose.yml and
-//! .env, driven with the real `docker-compose`, torn down on drop (also when the test
-//! fails): containers (including those hoist created), networks and the directory.
+//! .env, driven with real Compose (v2, or Debian's docker-compose v1 where a test asks),
+//! torn down on drop (also when the test fails): containers (including those hoist
+//! created), networks and the directory.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,9 +12,58 @@ use tempfile::TempDir;
 
 use super::images::docker;
 
+/// Which Compose drives a project. Both are in use in the field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compose {
+    /// Debian's `docker-compose` 1.29 (Python): containers are named `project_service_N`.
+    V1,
+    /// Docker Compose v2 (the official binary `scripts/setup` installs, run standalone):
+    /// containers are named `project-service-N`.
+    V2,
+}
+
+impl Compose {
+    /// The command with its global flags (no colours), before `-p` and `-f`.
+    pub fn command(self) -> Command {
+        match self {
+            Compose::V1 => {
+                let mut c = Command::new("docker-compose");
+                c.arg("--no-ansi");
+                c
+            }
+            Compose::V2 => {
+                let mut c = Command::new(super::traefik::tool(
+                    "HOIST_COMPOSE_V2",
+                    "docker-compose-v2",
+                ));
+                c.args(["--ansi", "never"]);
+                c
+            }
+        }
+    }
+
+    /// The name this Compose gives container `n` of a service.
+    pub fn container_name(self, project: &str, service: &str, n: u32) -> String {
+        match self {
+            Compose::V1 => format!("{project}_{service}_{n}"),
+            Compose::V2 => format!("{project}-{service}-{n}"),
+        }
+    }
+}
+
+impl fmt::Display for Compose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compose::V1 => "docker-compose v1",
+            Compose::V2 => "docker compose v2",
+        })
+    }
+}
+
 pub struct Project {
     pub name: String,
     pub dir: TempDir,
+    pub compose: Compose,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -32,8 +83,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl Project {
+    /// A project driven by Compose v2.
     pub fn new(prefix: &str) -> Project {
+        Project::with(prefix, Compose::V2)
+    }
+
+    pub fn with(prefix: &str, compose: Compose) -> Project {
         Project {
+            compose,
             name: unique(prefix),
             dir: tempfile::Builder::new()
                 .prefix("hoist-project-")
@@ -54,7 +111,7 @@ impl Project {
         self.path().join(".env")
     }
 
-    /// The Docker network Traefik (the test proxy) reaches services on.
+    /// The Docker network Traefik reaches services on.
     pub fn network(&self) -> String {
         format!("{}-web", self.name)
     }
@@ -63,23 +120,30 @@ impl Project {
         std::fs::write(self.compose_file(), yaml).expect("write compose file");
     }
 
-    /// Runs `docker-compose -p <project> -f <file> <args>` in the project directory, so it
-    /// reads the project's `.env`.
-    pub fn compose(&self, args: &[&str]) -> Output {
+    /// `compose -p <project> -f <file> <args>` in the project directory, so that it reads
+    /// the project's `.env`.
+    pub fn compose_command(&self, args: &[&str]) -> Command {
         let file = self.compose_file().display().to_string();
-        Command::new("docker-compose")
+        let mut command = self.compose.command();
+        command
             .current_dir(self.path())
-            .args(["--no-ansi", "-p", &self.name, "-f", &file])
-            .args(args)
+            .args(["-p", &self.name, "-f", &file])
+            .args(args);
+        command
+    }
+
+    pub fn compose(&self, args: &[&str]) -> Output {
+        self.compose_command(args)
             .output()
-            .expect("docker-compose must be installed")
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.compose))
     }
 
     pub fn compose_ok(&self, args: &[&str]) -> Output {
         let out = self.compose(args);
         assert!(
             out.status.success(),
-            "docker-compose {args:?} failed:\n{}{}",
+            "{} {args:?} failed:\n{}{}",
+            self.compose,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
