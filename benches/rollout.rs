@@ -1,7 +1,7 @@
-//! Rollout benchmark: 10 rollouts v1<->v2 of a real compose service behind the Traefik
-//! stand-in, with per-step timings from the journal and hoist's own overhead.
+//! Rollout benchmark: 10 rollouts v1<->v2 of a real compose service (Compose v2) behind the
+//! real Traefik, with per-step timings from the journal and hoist's own overhead.
 //!
-//! Run: `cargo bench --features test-support --bench rollout`
+//! Run: `scripts/setup && cargo bench --features test-support --bench rollout`
 //!
 //! overhead = the rollout's total time minus the pull step and minus every wait on the
 //! outside world the journal records (health, Traefik confirmation, the cord taking

@@ -1,7 +1,7 @@
 //! The command line without a running stack: config validation and the compose fragment.
 
 use crate::support::hoist::{HOIST, hoist};
-use crate::support::project::Project;
+use crate::support::project::{Compose, Project};
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.path().join(name);
@@ -134,18 +134,24 @@ async fn labels_fragment_is_valid_compose_yaml() {
     // The probe binary is in place for compose to mount.
     assert!(dir.path().join("state/drain/hoist").is_file());
 
-    let project = Project::new("cfg");
-    let fragment = crate::support::hoist::indent(&run.stdout, 4);
-    project.write_compose(&format!(
-        "version: \"3.7\"\nservices:\n  web:\n    image: example/web:1\n{fragment}"
-    ));
-    let out = project.compose_ok(&["config"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("traefik.http.services.web.loadbalancer.server.port: '8000'"),
-        "{text}"
-    );
-    assert!(text.contains("start_period: 20s"), "{text}");
+    // Both Compose versions in the field take it as it is.
+    for compose in [Compose::V2, Compose::V1] {
+        let project = Project::with("cfg", compose);
+        let fragment = crate::support::hoist::indent(&run.stdout, 4);
+        project.write_compose(&format!(
+            "services:\n  web:\n    image: example/web:1\n{fragment}"
+        ));
+        let out = project.compose_ok(&["config"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines().any(|l| l
+                .trim()
+                .strip_prefix("traefik.http.services.web.loadbalancer.server.port:")
+                .is_some_and(|v| v.trim().trim_matches(['\'', '"']) == "8000")),
+            "{compose}: {text}"
+        );
+        assert!(text.contains("start_period: 20s"), "{compose}: {text}");
+    }
 }
 
 #[test]

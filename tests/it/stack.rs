@@ -2,8 +2,8 @@
 //! with the real tools and against config/hoist.toml, so that the files an operator
 //! copies agree with each other and with what hoist generates.
 //!
-//! YAML is read with python3's yaml module: hoist has no YAML parser, and Debian's
-//! docker-compose (which these tests need anyway) depends on python3-yaml.
+//! YAML is read with PyYAML in the tool directory's Python (scripts/setup installs it
+//! pinned): hoist has no YAML parser.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::support::hoist::{HOIST, hoist};
 use crate::support::images::docker;
-use crate::support::project::unique;
+use crate::support::project::{Compose, unique};
 
 const CREDENTIALS: &str = "/run/credentials/hoist.service/";
 const SOCKET: &str = "/var/run/docker.sock";
@@ -38,9 +38,9 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// YAML text as JSON, via python3's yaml module.
+/// YAML text as JSON, via PyYAML.
 fn yaml(text: &str) -> Value {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(crate::support::tool("HOIST_PYTHON", "python"))
         .args([
             "-c",
             "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
@@ -49,7 +49,7 @@ fn yaml(text: &str) -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 must be installed (docker-compose depends on it)");
+        .expect("the tool directory's python (scripts/setup)");
     child
         .stdin
         .take()
@@ -59,7 +59,7 @@ fn yaml(text: &str) -> Value {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "python3 cannot parse the YAML (python3-yaml comes with docker-compose):\n{}\n{text}",
+        "PyYAML cannot parse the YAML:\n{}\n{text}",
         self::text(&out)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -495,25 +495,39 @@ port = 8000
     );
 }
 
-/// `docker-compose -f docker-compose.yml --env-file <.env.example> --profile hoist config`
-/// as JSON.
-fn compose_config() -> Value {
+/// `compose -f docker-compose.yml --env-file <.env.example> --profile hoist config` as
+/// JSON, as the given Compose resolves the shipped stack.
+fn compose_config(compose: Compose) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let env = dir.path().join(".env");
     std::fs::write(&env, read(".env.example")).unwrap();
-    let out = Command::new("docker-compose")
+    let out = compose
+        .command()
         .current_dir(repo())
         .args(["-f", "docker-compose.yml", "--env-file"])
         .arg(&env)
         .args(["--profile", "hoist", "config"])
         .output()
-        .expect("docker-compose must be installed");
+        .unwrap_or_else(|e| panic!("running {compose}: {e}"));
     assert!(
         out.status.success() && out.stderr.is_empty(),
-        "docker-compose config rejects docker-compose.yml:\n{}",
+        "{compose} config rejects docker-compose.yml:\n{}",
         text(&out)
     );
     yaml(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A service's volume as `source:target:mode`, from v1's short syntax or v2's long one.
+fn volume(v: &Value) -> String {
+    match v.as_str() {
+        Some(short) => short.to_string(),
+        None => format!(
+            "{}:{}:{}",
+            v["source"].as_str().unwrap_or_default(),
+            v["target"].as_str().unwrap_or_default(),
+            if v["read_only"] == true { "ro" } else { "rw" }
+        ),
+    }
 }
 
 fn env_example(var: &str) -> Option<String> {
@@ -524,8 +538,17 @@ fn env_example(var: &str) -> Option<String> {
 }
 
 #[test]
-fn compose_file_validates_and_fits_the_example_config() {
-    let compose = compose_config();
+fn compose_file_validates_with_compose_v2_and_fits_the_example_config() {
+    compose_file_validates_and_fits_the_example_config(Compose::V2);
+}
+
+#[test]
+fn compose_file_validates_with_compose_v1_and_fits_the_example_config() {
+    compose_file_validates_and_fits_the_example_config(Compose::V1);
+}
+
+fn compose_file_validates_and_fits_the_example_config(with: Compose) {
+    let compose = compose_config(with);
     let config = example_config();
     let network = config_str(&config, "/traefik/network");
 
@@ -583,11 +606,11 @@ fn compose_file_validates_and_fits_the_example_config() {
 
     let hoist_svc = &compose["services"]["hoist"];
     assert_eq!(hoist_svc["profiles"], serde_json::json!(["hoist"]));
-    let volumes: Vec<&str> = hoist_svc["volumes"]
+    let volumes: Vec<String> = hoist_svc["volumes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_str().unwrap())
+        .map(volume)
         .collect();
     let mut same_path = vec![
         config_str(&config, "/state/dir").to_string(),
@@ -599,12 +622,12 @@ fn compose_file_validates_and_fits_the_example_config() {
     }
     for path in same_path {
         assert!(
-            volumes.contains(&format!("{path}:{path}:rw").as_str()),
+            volumes.contains(&format!("{path}:{path}:rw")),
             "the hoist service must mount {path} at the same path, writable: {volumes:?}"
         );
     }
     assert!(
-        volumes.contains(&"/etc/hoist/credentials:/run/credentials/hoist.service:ro"),
+        volumes.contains(&"/etc/hoist/credentials:/run/credentials/hoist.service:ro".to_string()),
         "{volumes:?}"
     );
     assert!(

@@ -9,8 +9,37 @@ pub mod hoist;
 pub mod images;
 pub mod load;
 pub mod project;
-pub mod traefik;
 pub mod registry;
+pub mod traefik;
+
+use std::path::PathBuf;
+
+/// A tool `scripts/setup` installs: `$ENV` when set, else `$HOIST_TOOLS/bin/<name>` (default
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/hoist-tools/bin/<name>`).
+pub fn tool(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let tools = std::env::var_os("HOIST_TOOLS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("hoist-tools")
+        });
+    let path = tools.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{name} is not installed at {}: run scripts/setup (or set {env} to the binary)",
+        path.display()
+    );
+    path
+}
 
 /// Fails with a clear message when there is no Docker engine: these tests need a real one.
 pub fn require_docker() {

@@ -25,21 +25,12 @@ pub enum Compose {
 impl Compose {
     /// The command with its global flags (no colours), before `-p` and `-f`.
     pub fn command(self) -> Command {
-        match self {
-            Compose::V1 => {
-                let mut c = Command::new("docker-compose");
-                c.arg("--no-ansi");
-                c
-            }
-            Compose::V2 => {
-                let mut c = Command::new(super::traefik::tool(
-                    "HOIST_COMPOSE_V2",
-                    "docker-compose-v2",
-                ));
-                c.args(["--ansi", "never"]);
-                c
-            }
-        }
+        let mut command = match self {
+            Compose::V1 => Command::new("docker-compose"),
+            Compose::V2 => Command::new(super::tool("HOIST_COMPOSE_V2", "docker-compose-v2")),
+        };
+        command.args(["--ansi", "never"]);
+        command
     }
 
     /// The name this Compose gives container `n` of a service.

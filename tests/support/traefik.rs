@@ -18,38 +18,11 @@ const START_WAIT: Duration = Duration::from_secs(20);
 /// Tries with fresh ports when another process took a port between choosing and binding it.
 const START_TRIES: usize = 3;
 
-/// A tool `scripts/setup` installs: `$ENV` when set, else `$HOIST_TOOLS/bin/<name>` (default
-/// `${XDG_CACHE_HOME:-$HOME/.cache}/hoist-tools/bin/<name>`).
-pub fn tool(env: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env).filter(|v| !v.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let tools = std::env::var_os("HOIST_TOOLS")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("hoist-tools")
-        });
-    let path = tools.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{name} is not installed at {}: run scripts/setup (or set {env} to the binary)",
-        path.display()
-    );
-    path
-}
-
 /// The binary and the version it reports, asked once per test process.
 pub fn binary() -> &'static (PathBuf, String) {
     static FOUND: OnceLock<(PathBuf, String)> = OnceLock::new();
     FOUND.get_or_init(|| {
-        let path = tool("HOIST_TRAEFIK", "traefik");
+        let path = super::tool("HOIST_TRAEFIK", "traefik");
         let out = Command::new(&path)
             .arg("version")
             .output()
@@ -115,7 +88,9 @@ impl Traefik {
             .context("building the API client")?;
         let mut last = None;
         for _ in 0..START_TRIES {
-            let dir = tempfile::Builder::new().prefix("hoist-traefik-").tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("hoist-traefik-")
+                .tempdir()?;
             let addr = free_port()?;
             let api = free_port()?;
             let config = dir.path().join("traefik.yml");
@@ -164,7 +139,10 @@ impl Traefik {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("Traefik did not answer {ping} in {START_WAIT:?}:\n{}", self.log());
+                anyhow::bail!(
+                    "Traefik did not answer {ping} in {START_WAIT:?}:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
