@@ -2,16 +2,17 @@
 //! result to an exit code (0 done, 1 failed or rolled back, 2 bad usage or config).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::check;
 use crate::client::{Client, ClientError};
 use crate::compose;
-use crate::config::{self, Config, ServiceConfig};
+use crate::config::{self, Config, ConfigError, Secrets, ServiceConfig};
 use crate::context::Context;
 use crate::daemon::Daemon;
 use crate::drain::{self, Cord};
@@ -23,6 +24,7 @@ use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
 use crate::status;
 use crate::status_page;
 use crate::store::{Deploy, Outcome, Store};
+use crate::systemd::Unit;
 use crate::traefik;
 
 #[derive(Parser, Debug)]
@@ -45,8 +47,19 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Validate the configuration and report every problem.
-    CheckConfig,
+    /// Validate the configuration and report every problem; check that each secret can be
+    /// read.
+    ///
+    /// A secret file in the unit's credentials directory (/run/credentials/hoist.service/,
+    /// which exists only while the unit runs) is checked at the source the unit's
+    /// LoadCredential= line names. Exit code 0: all good; 2: a problem or a secret that
+    /// cannot be read.
+    CheckConfig {
+        /// The unit file (drop-ins in <PATH>.d/ included) whose credentials to check
+        /// [default: /etc/systemd/system/hoist.service, if installed].
+        #[arg(long, value_name = "PATH")]
+        unit: Option<PathBuf>,
+    },
     /// What runs where, its health, and what hoist is doing.
     Status {
         #[arg(long)]
@@ -84,6 +97,25 @@ pub enum Command {
 const FAILED: u8 = 1;
 const USAGE: u8 = 2;
 
+impl Command {
+    /// Whether the command reads the config's secrets. The others work where the secret
+    /// files cannot be read, such as a server before its unit runs. (`status` and
+    /// `history` read them after all when they go through a daemon: [`with_tokens`].)
+    fn secrets(&self) -> Secrets {
+        match self {
+            Command::CheckConfig { .. }
+            | Command::Labels { .. }
+            | Command::Status { .. }
+            | Command::History { .. } => Secrets::Skip,
+            Command::Deploy { .. }
+            | Command::Rollback { .. }
+            | Command::Promote { .. }
+            | Command::Recover
+            | Command::Serve => Secrets::Load,
+        }
+    }
+}
+
 pub fn main(args: Vec<String>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -95,7 +127,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
     // The daemon logs plain lines even when started from a terminal.
     let terminal = std::io::stderr().is_terminal() && !matches!(cli.command, Command::Serve);
     init_tracing(terminal);
-    let config = match Config::load(&cli.config) {
+    if let Command::CheckConfig { unit } = &cli.command {
+        return ExitCode::from(check_config(&cli.config, unit.as_deref()));
+    }
+    let config = match Config::load(&cli.config, cli.command.secrets()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -112,7 +147,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             return ExitCode::from(FAILED);
         }
     };
-    match runtime.block_on(run(cli.command, config, cli.url, terminal)) {
+    let path = cli.config;
+    match runtime.block_on(run(cli.command, config, &path, cli.url, terminal)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -133,14 +169,11 @@ fn init_tracing(terminal: bool) {
         .try_init();
 }
 
-async fn run(
-    command: Command,
-    config: Config,
-    url: Option<String>,
-    terminal: bool,
-) -> anyhow::Result<u8> {
-    match command {
-        Command::CheckConfig => {
+/// `check-config`: the config's problems, then every secret, each named with its key path.
+/// Exit 0 only when the config is valid and every secret (and unit credential) readable.
+fn check_config(path: &Path, unit: Option<&Path>) -> u8 {
+    let (valid, sources) = match Config::load(path, Secrets::Skip) {
+        Ok(config) => {
             println!(
                 "config OK: {} service(s): {}",
                 config.services.len(),
@@ -151,12 +184,73 @@ async fn run(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            Ok(0)
+            (true, config.secret_sources)
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            // With problems in the config, its secrets are still worth checking: every
+            // problem at once.
+            match e {
+                ConfigError::Invalid { secret_sources, .. } => (false, secret_sources),
+                _ => return USAGE,
+            }
+        }
+    };
+    let unit = match Unit::find(unit) {
+        Ok(unit) => unit,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return USAGE;
+        }
+    };
+    let findings = check::secrets(&sources, unit.as_ref());
+    match &unit {
+        _ if findings.is_empty() => println!("secrets: none configured"),
+        Some(unit) => println!(
+            "secrets, with the credentials {} loads:",
+            unit.path.display()
+        ),
+        None => println!("secrets:"),
+    }
+    for f in &findings {
+        println!("  {f}");
+    }
+    if unit.is_none()
+        && let Some(note) = check::missing_unit_note(&findings, &sources)
+    {
+        println!("note: {note}");
+    }
+    let unreadable = findings.iter().filter(|f| !f.ok).count();
+    if unreadable > 0 {
+        eprintln!(
+            "error: {unreadable} secret(s) or credential(s) unreadable or empty (✗ above){}",
+            if valid {
+                "; the config itself is valid"
+            } else {
+                ""
+            }
+        );
+    }
+    if valid && unreadable == 0 { 0 } else { USAGE }
+}
+
+async fn run(
+    command: Command,
+    config: Config,
+    path: &Path,
+    url: Option<String>,
+    terminal: bool,
+) -> anyhow::Result<u8> {
+    match command {
+        // `main` runs it before loading the config, whose problems it reports itself.
+        Command::CheckConfig { unit } => Ok(check_config(path, unit.as_deref())),
         Command::Labels { service } => labels(&config, &service).await,
         Command::Status { json } => {
             let doc = match daemon(&config, url.as_deref()).await? {
                 Some(client) => {
+                    let Some(client) = with_tokens(client, path) else {
+                        return Ok(USAGE);
+                    };
                     eprintln!("(from hoist serve at {})", client.url());
                     client.status().await?
                 }
@@ -234,7 +328,12 @@ async fn run(
                 return Ok(USAGE);
             }
             let deploys = match daemon(&config, url.as_deref()).await? {
-                Some(client) => client.deploys(service.as_deref(), limit).await?,
+                Some(client) => {
+                    let Some(client) = with_tokens(client, path) else {
+                        return Ok(USAGE);
+                    };
+                    client.deploys(service.as_deref(), limit).await?
+                }
                 None => Store::open(&config.state.dir)?.deploys(service.as_deref(), limit)?,
             };
             if json {
@@ -306,6 +405,19 @@ async fn daemon(config: &Config, url: Option<&str>) -> anyhow::Result<Option<Cli
         None => {
             let client = Client::new(&Client::default_url(config), config);
             Ok(client.reachable().await.then_some(client))
+        }
+    }
+}
+
+/// `client` with the config's tokens, for commands that read the config without secrets
+/// ([`Command::secrets`]) but go through a daemon, which may want its read token. `None`
+/// after printing why the secrets cannot be read.
+fn with_tokens(client: Client, path: &Path) -> Option<Client> {
+    match Config::load(path, Secrets::Load) {
+        Ok(config) => Some(Client::new(client.url(), &config)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
         }
     }
 }

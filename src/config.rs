@@ -3,7 +3,9 @@
 //! The file is parsed into a generic TOML tree and walked by hand rather than deserialized
 //! with serde, so that every problem (unknown key, wrong type, bad duration, duplicate
 //! service, unreadable secret...) is collected and reported at once, each with its key path.
-//! Secrets are read here, once, and wrapped in [`Secret`] so they never print.
+//! Secrets are read here, once, and wrapped in [`Secret`] so they never print; commands that
+//! use none read the config with [`Secrets::Skip`], so that they work where the secret files
+//! cannot be read (on a server before the unit runs: systemd's credentials exist only then).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -13,9 +15,19 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use crate::image::{self, Repository};
-use crate::secret::Secret;
+use crate::secret::{Origin, Secret, SecretSource};
 
 pub const DEFAULT_PATH: &str = "/etc/hoist/hoist.toml";
+
+/// Whether reading the config also reads the secrets it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read each secret; one that cannot be read is a problem with its key path.
+    Load,
+    /// Leave them unread: every secret field is `None`, and only
+    /// [`Config::secret_sources`] says what is configured. For commands that use no secret.
+    Skip,
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +40,8 @@ pub struct Config {
     pub environments: std::collections::BTreeMap<String, EnvironmentConfig>,
     pub registries: Vec<RegistryConfig>,
     pub services: Vec<ServiceConfig>,
+    /// Every secret the config names, read or not ([`Secrets`]).
+    pub secret_sources: Vec<SecretSource>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -157,16 +171,16 @@ impl fmt::Display for Track {
 
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse(&text, path, secrets)
     }
 
     /// Validates `text`; `path` is only used in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let table: Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -174,12 +188,17 @@ impl Config {
                 message: e.to_string(),
             })?;
         let mut problems = Problems::default();
-        let config = read_config(&table, &mut problems);
+        let mut reader = SecretReader {
+            mode: secrets,
+            sources: Vec::new(),
+        };
+        let config = read_config(&table, &mut problems, &mut reader);
         match (config, problems.0.is_empty()) {
             (Some(config), true) => Ok(config),
             _ => Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
                 problems: problems.0,
+                secret_sources: reader.sources,
             }),
         }
     }
@@ -223,6 +242,9 @@ pub enum ConfigError {
     Invalid {
         path: PathBuf,
         problems: Vec<Problem>,
+        /// The secrets the config names, as far as it could be read: `check-config` checks
+        /// them beside the problems.
+        secret_sources: Vec<SecretSource>,
     },
 }
 
@@ -303,14 +325,15 @@ impl<'a> Section<'a> {
         value
     }
 
-    /// A secret given as a file (`file_key`) or an environment variable (`env_key`), read
-    /// now. `Err(())` means a problem was recorded; `Ok(None)` that neither key is set.
+    /// Where a secret is, given as a file (`file_key`) or an environment variable
+    /// (`env_key`); [`SecretReader::read`] reads it. `Err(())` means a problem was recorded;
+    /// `Ok(None)` that neither key is set.
     fn secret(
         &mut self,
         p: &mut Problems,
         file_key: &'a str,
         env_key: &'a str,
-    ) -> Result<Option<Secret>, ()> {
+    ) -> Result<Option<SecretSource>, ()> {
         let file = self.opt_str(p, file_key);
         let var = self.opt_str(p, env_key);
         match (file, var) {
@@ -321,30 +344,14 @@ impl<'a> Section<'a> {
                 );
                 Err(())
             }
-            (Some(file), None) => match std::fs::read_to_string(&file) {
-                // Files written by `echo` end in a newline that is not part of the secret.
-                Ok(text) if !text.trim().is_empty() => {
-                    Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))))
-                }
-                Ok(_) => {
-                    p.add(self.key(file_key), format!("`{file}` is empty"));
-                    Err(())
-                }
-                Err(e) => {
-                    p.add(self.key(file_key), format!("cannot read `{file}`: {e}"));
-                    Err(())
-                }
-            },
-            (None, Some(var)) => match std::env::var(&var) {
-                Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
-                _ => {
-                    p.add(
-                        self.key(env_key),
-                        format!("environment variable `{var}` is not set or empty"),
-                    );
-                    Err(())
-                }
-            },
+            (Some(file), None) => Ok(Some(SecretSource {
+                key: self.key(file_key),
+                origin: Origin::File(PathBuf::from(file)),
+            })),
+            (None, Some(var)) => Ok(Some(SecretSource {
+                key: self.key(env_key),
+                origin: Origin::Env(var),
+            })),
             (None, None) => Ok(None),
         }
     }
@@ -471,7 +478,43 @@ impl<'a> Section<'a> {
     }
 }
 
-fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
+/// Reads secrets as the config names them ([`Secrets::Load`]) or only lists them.
+struct SecretReader {
+    mode: Secrets,
+    sources: Vec<SecretSource>,
+}
+
+impl SecretReader {
+    /// The secret, or `None` when skipped or unreadable (a problem then names it).
+    fn read(&mut self, p: &mut Problems, source: SecretSource) -> Option<Secret> {
+        let secret = match self.mode {
+            Secrets::Skip => None,
+            Secrets::Load => match source.read() {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    p.add(source.key.clone(), e.to_string());
+                    None
+                }
+            },
+        };
+        self.sources.push(source);
+        secret
+    }
+
+    /// A secret given by `file_key` or `env_key` of `section`, if either is set.
+    fn optional(
+        &mut self,
+        p: &mut Problems,
+        section: &mut Section<'_>,
+        file_key: &'static str,
+        env_key: &'static str,
+    ) -> Option<Secret> {
+        let source = section.secret(p, file_key, env_key).ok().flatten()?;
+        self.read(p, source)
+    }
+}
+
+fn read_config(root: &Table, p: &mut Problems, secrets: &mut SecretReader) -> Option<Config> {
     let mut top = Section::new("", root);
     let empty = Table::new();
 
@@ -504,12 +547,10 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
     d.finish(p);
 
     let traefik = read_traefik(top.opt_table(p, "traefik").unwrap_or(&empty), p);
-    let server = read_server(top.opt_table(p, "server").unwrap_or(&empty), p);
+    let server = read_server(top.opt_table(p, "server").unwrap_or(&empty), p, secrets);
     let mut g = Section::new("github", top.opt_table(p, "github").unwrap_or(&empty));
-    let webhook_secret = g
-        .secret(p, "webhook_secret_file", "webhook_secret_env")
-        .unwrap_or(None);
-    let github_token = g.secret(p, "token_file", "token_env").unwrap_or(None);
+    let webhook_secret = secrets.optional(p, &mut g, "webhook_secret_file", "webhook_secret_env");
+    let github_token = secrets.optional(p, &mut g, "token_file", "token_env");
     let api_url = g
         .opt_str(p, "api_url")
         .unwrap_or_else(|| "https://api.github.com".into())
@@ -526,7 +567,7 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
 
     let mut registries = Vec::new();
     for (path, table) in top.opt_table_list(p, "registries") {
-        if let Some(r) = read_registry(Section::new(path, table), p) {
+        if let Some(r) = read_registry(Section::new(path, table), p, secrets) {
             registries.push(r);
         }
     }
@@ -593,6 +634,7 @@ fn read_config(root: &Table, p: &mut Problems) -> Option<Config> {
         environments,
         registries,
         services,
+        secret_sources: secrets.sources.clone(),
     })
 }
 
@@ -647,7 +689,11 @@ fn read_traefik(table: &Table, p: &mut Problems) -> Option<TraefikConfig> {
     })
 }
 
-fn read_server(table: &Table, p: &mut Problems) -> Option<ServerConfig> {
+fn read_server(
+    table: &Table,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> Option<ServerConfig> {
     let mut s = Section::new("server", table);
     let listen = s
         .opt_str(p, "listen")
@@ -671,12 +717,8 @@ fn read_server(table: &Table, p: &mut Problems) -> Option<ServerConfig> {
             None
         }
     };
-    let admin_token = s
-        .secret(p, "admin_token_file", "admin_token_env")
-        .unwrap_or(None);
-    let status_token = s
-        .secret(p, "status_token_file", "status_token_env")
-        .unwrap_or(None);
+    let admin_token = secrets.optional(p, &mut s, "admin_token_file", "admin_token_env");
+    let status_token = secrets.optional(p, &mut s, "status_token_file", "status_token_env");
     let public_url = s
         .opt_str(p, "public_url")
         .map(|u| u.trim_end_matches('/').to_string());
@@ -727,13 +769,19 @@ fn is_http_url(u: &str) -> bool {
     reqwest::Url::parse(u).is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
 }
 
-fn read_registry(mut r: Section<'_>, p: &mut Problems) -> Option<RegistryConfig> {
+fn read_registry(
+    mut r: Section<'_>,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> Option<RegistryConfig> {
     let host = r.str(p, "host");
     let username = r.opt_str(p, "username");
     let insecure = r.opt_bool(p, "insecure").unwrap_or(false);
     let password = r.secret(p, "password_file", "password_env");
     let credentials = match (username, password) {
-        (Some(username), Ok(Some(password))) => Some(Credentials { username, password }),
+        (Some(username), Ok(Some(source))) => secrets
+            .read(p, source)
+            .map(|password| Credentials { username, password }),
         (Some(_), Ok(None)) => {
             p.add(
                 r.key("username"),
@@ -1082,7 +1130,7 @@ port = 8000
 "#;
 
     fn problems(text: &str) -> Vec<String> {
-        match Config::parse(text, Path::new("test.toml")) {
+        match Config::parse(text, Path::new("test.toml"), Secrets::Load) {
             Err(ConfigError::Invalid { problems, .. }) => {
                 problems.iter().map(ToString::to_string).collect()
             }
@@ -1092,7 +1140,7 @@ port = 8000
 
     #[test]
     fn reads_a_complete_config() {
-        let c = Config::parse(GOOD, Path::new("test.toml")).unwrap();
+        let c = Config::parse(GOOD, Path::new("test.toml"), Secrets::Load).unwrap();
         assert_eq!(c.services.len(), 2);
         let prod = c.service("web-prod").unwrap();
         assert_eq!(prod.compose_service, "web-prod", "defaults to the name");
@@ -1149,11 +1197,71 @@ port = 8000
         let file = dir.join("pw");
         std::fs::write(&file, "s3cr3t-value\n").unwrap();
         let text = text.replace("/nonexistent/ghcr", &file.display().to_string());
-        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let c = Config::parse(&text, Path::new("t.toml"), Secrets::Load).unwrap();
         let creds = c.registries[0].credentials.as_ref().unwrap();
         assert_eq!(creds.password.expose(), "s3cr3t-value");
         assert!(!format!("{c:?}").contains("s3cr3t"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn skipping_secrets_reads_none_but_lists_every_one_and_checks_their_keys() {
+        let run = "/run/credentials/hoist.service";
+        let text = GOOD.replace(
+            "[traefik]",
+            &format!(
+                "[server]\nadmin_token_file = \"{run}/admin-token\"\nstatus_token_env = \"HOIST_TEST_NO_SUCH_VAR\"\n\
+                 [github]\nwebhook_secret_file = \"{run}/webhook-secret\"\ntoken_file = \"{run}/github-token\"\n\
+                 [[registries]]\nhost = \"ghcr.io\"\nusername = \"bot\"\npassword_file = \"{run}/ghcr\"\n[traefik]"
+            ),
+        );
+        assert_eq!(problems(&text).len(), 5, "all unreadable when loaded");
+
+        let c = Config::parse(&text, Path::new("t.toml"), Secrets::Skip).unwrap();
+        assert!(c.server.admin_token.is_none() && c.server.status_token.is_none());
+        assert!(c.github.webhook_secret.is_none() && c.github.token.is_none());
+        assert!(c.registries[0].credentials.is_none());
+        let listed: Vec<(&str, &Origin)> = c
+            .secret_sources
+            .iter()
+            .map(|s| (s.key.as_str(), &s.origin))
+            .collect();
+        let file = |name: &str| Origin::File(PathBuf::from(format!("{run}/{name}")));
+        assert_eq!(
+            listed,
+            [
+                ("server.admin_token_file", &file("admin-token")),
+                (
+                    "server.status_token_env",
+                    &Origin::Env("HOIST_TEST_NO_SUCH_VAR".into())
+                ),
+                ("github.webhook_secret_file", &file("webhook-secret")),
+                ("github.token_file", &file("github-token")),
+                ("registries[0].password_file", &file("ghcr")),
+            ]
+        );
+
+        // What is wrong with the keys themselves is still wrong without reading them.
+        let both = text.replace("[github]", "[github]\nwebhook_secret_env = \"X\"");
+        let no_user = text.replace("username = \"bot\"\n", "");
+        for (text, expect) in [
+            (
+                both,
+                "github.webhook_secret_file: set either webhook_secret_file or webhook_secret_env, not both",
+            ),
+            (
+                no_user,
+                "registries[0].username: missing (a password was given)",
+            ),
+        ] {
+            match Config::parse(&text, Path::new("t.toml"), Secrets::Skip) {
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    let got: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    assert_eq!(got, [expect]);
+                }
+                other => panic!("expected Invalid, got {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1175,7 +1283,8 @@ port = 8000
 
     #[test]
     fn syntax_errors_name_the_file() {
-        let err = Config::parse("[state\n", Path::new("/etc/hoist/x.toml")).unwrap_err();
+        let err =
+            Config::parse("[state\n", Path::new("/etc/hoist/x.toml"), Secrets::Load).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("config file /etc/hoist/x.toml is not valid TOML")
@@ -1184,7 +1293,7 @@ port = 8000
 
     #[test]
     fn daemon_keys_and_promotion_rules() {
-        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        let c = Config::parse(GOOD, Path::new("t.toml"), Secrets::Load).unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:9480");
         assert_eq!(c.server.max_parallel, 2);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(60));

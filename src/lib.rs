@@ -1,7 +1,9 @@
 //! hoist: pull-based, zero-downtime deploys of Docker Compose services behind Traefik.
 //!
 //! Map of the crate:
-//! - [`config`]: the TOML config, validated into typed values (every problem at once).
+//! - [`config`]: the TOML config, validated into typed values (every problem at once);
+//!   [`secret`]: secrets that never print; [`check`]: `check-config`'s look at whether
+//!   each secret can be read, through the unit's credentials.
 //! - [`rollout`]: the named steps of a rollout (resolve, pull, start, health, switch, drain,
 //!   record) and what happens when one fails; [`recover`]: finishing or undoing rollouts
 //!   interrupted by a crash.
@@ -20,6 +22,7 @@
 //!   command line, on its own or through a running daemon.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod compose;

@@ -256,6 +256,7 @@ host = "stage.example.com"
 port = 8000
 "#,
             Path::new("t.toml"),
+            crate::config::Secrets::Load,
         )
         .unwrap()
     }

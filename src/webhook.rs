@@ -406,10 +406,14 @@ mod tests {
         let text = format!(
             "[[services]]\nname = \"web\"\nenvironment = \"stage\"\ncompose_project = \"p\"\nimage = \"ghcr.io/acme/web\"\ntrack = \"{track}\"\nhost = \"a.test\"\nport = 80\ngithub_repository = \"acme/web\"\n"
         );
-        crate::config::Config::parse(&text, std::path::Path::new("t"))
-            .unwrap()
-            .services
-            .remove(0)
+        crate::config::Config::parse(
+            &text,
+            std::path::Path::new("t"),
+            crate::config::Secrets::Load,
+        )
+        .unwrap()
+        .services
+        .remove(0)
     }
 
     #[test]

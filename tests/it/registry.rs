@@ -109,7 +109,7 @@ async fn explicit_digest_deploys_exactly_that_digest() {
 async fn bearer_token_auth_pagination_and_rate_limits() {
     use crate::support::gateway::Gateway;
     use crate::support::registry::TestRegistry;
-    use hoist::config::{Config, Track};
+    use hoist::config::{Config, Secrets, Track};
     use hoist::image::Repository;
     use hoist::registry::{Registry, RegistryError};
 
@@ -135,7 +135,7 @@ async fn bearer_token_auth_pagination_and_rate_limits() {
             file.display(),
             gateway.addr
         );
-        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+        Config::parse(&text, std::path::Path::new("t.toml"), Secrets::Load).unwrap()
     };
     let config = config_for("tok3n");
     let client = Registry::with_docker_config(&config, None);
