@@ -141,7 +141,7 @@ async fn main() {
     let body = package_event("acme/web", &f.repo, "v2", &f.digests["v2"]);
     let body_file = f.state.path().join("delivery.json");
     std::fs::write(&body_file, &body).unwrap();
-    let signature = hoist::webhook::sign(daemon::SECRET.as_bytes(), &body);
+    let signature = hoist::github::webhook::sign(daemon::SECRET.as_bytes(), &body);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/webhooks.lua");
     println!(
         "hoist webhook benchmark: POST /webhooks/github, {} byte signed package deliveries, load from wrk ({SECONDS}s per level)",

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::drain::{Cord, CordError};
-use crate::engine::{Engine, EngineError};
+use crate::docker::drain::{Cord, CordError};
+use crate::docker::engine::{Engine, EngineError};
+use crate::docker::service::Lookup;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use crate::traefik::Routing;
@@ -32,6 +33,14 @@ pub enum ContextError {
 }
 
 impl Context {
+    /// Where the services' containers are looked up.
+    pub fn lookup(&self) -> Lookup<'_> {
+        Lookup {
+            engine: &self.engine,
+            network: &self.config.traefik.network,
+        }
+    }
+
     /// Connects to Docker, opens the state and installs the probe binary.
     pub async fn open(config: Config) -> Result<Context, ContextError> {
         let engine = Engine::connect(&config.docker).await?;

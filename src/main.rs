@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // `hoist probe` runs every second inside every managed container: answer it before any
     // argument parsing, logging or runtime setup.
     if args.get(1).map(String::as_str) == Some("probe") {
-        let code = hoist::drain::probe_main(&args[2..]);
+        let code = hoist::docker::drain::probe_main(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     hoist::cli::main(args)

@@ -140,8 +140,8 @@ async fn a_forged_digest_with_a_valid_signature_deploys_nothing() {
 async fn bad_signatures_and_malformed_deliveries_are_refused() {
     let (f, d) = serve(Options::default(), "").await;
     let body = package_event(REPO, &f.repo, "v2", &f.digests["v2"]);
-    let good = hoist::webhook::sign(daemon::SECRET.as_bytes(), &body);
-    let wrong = hoist::webhook::sign(b"not the secret", &body);
+    let good = hoist::github::webhook::sign(daemon::SECRET.as_bytes(), &body);
+    let wrong = hoist::github::webhook::sign(b"not the secret", &body);
     let json = ("content-type", "application/json");
     let base = [
         ("x-github-event", "package"),
@@ -214,7 +214,7 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
         "the secret never appears in the log"
     );
 
-    let signed = |b: &[u8]| hoist::webhook::sign(daemon::SECRET.as_bytes(), b);
+    let signed = |b: &[u8]| hoist::github::webhook::sign(daemon::SECRET.as_bytes(), b);
     let r = d
         .post_webhook(
             &[
@@ -270,7 +270,7 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
         "{:?}",
         r.body
     );
-    let huge = vec![b' '; hoist::webhook::MAX_BODY + 1];
+    let huge = vec![b' '; hoist::github::webhook::MAX_BODY + 1];
     let r = d
         .post_webhook(
             &[

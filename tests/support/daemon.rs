@@ -147,7 +147,7 @@ impl Daemon {
 
     /// POSTs a webhook delivery signed with [`SECRET`] (or with `signature` when given).
     pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8]) -> Reply {
-        let signature = hoist::webhook::sign(SECRET.as_bytes(), body);
+        let signature = hoist::github::webhook::sign(SECRET.as_bytes(), body);
         self.post_webhook(
             &[
                 ("x-github-event", event),

@@ -5,14 +5,14 @@
 //! with `PRAGMA user_version`; migrations run in order at open. Calls are synchronous and
 //! short; callers hold the connection only for one statement or transaction.
 
+pub mod deliveries;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-
-use crate::rollout::Step;
 
 /// Each entry moves the schema one version forward. Never edit a released entry; add one.
 const MIGRATIONS: &[&str] = &[
@@ -129,6 +129,52 @@ pub enum StoreError {
         found: usize,
         known: usize,
     },
+}
+
+/// The named steps of a rollout, in order, as the journal records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    Resolve,
+    Pull,
+    Start,
+    Health,
+    Switch,
+    Drain,
+    Record,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::Resolve,
+        Step::Pull,
+        Step::Start,
+        Step::Health,
+        Step::Switch,
+        Step::Drain,
+        Step::Record,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Resolve => "resolve",
+            Step::Pull => "pull",
+            Step::Start => "start",
+            Step::Health => "health",
+            Step::Switch => "switch",
+            Step::Drain => "drain",
+            Step::Record => "record",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a rollout ended (or that it has not).
@@ -618,7 +664,7 @@ impl Store {
     }
 
     /// Appends webhook deliveries `(id, event, received_at)` in one transaction. The
-    /// caller records each id once ([`crate::deliveries`] deduplicates in memory).
+    /// caller records each id once ([`crate::store::deliveries`] deduplicates in memory).
     pub fn record_deliveries(
         &self,
         deliveries: &[(String, String, i64)],

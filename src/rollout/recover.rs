@@ -14,10 +14,10 @@
 //!
 //! The journal entry ends as `interrupted`, with what recovery did in its error text.
 
-use crate::compose;
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::engine::{Health, short};
+use crate::docker::compose;
+use crate::docker::engine::{Health, short};
 use crate::image::Digest;
 use crate::rollout::{self, Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
@@ -59,7 +59,7 @@ pub async fn service(ctx: &Context, service: &ServiceConfig) -> Result<(), Recov
 /// too (say, the Docker engine went away mid-way), are withdrawn now: otherwise the
 /// service would have two containers and every later rollout would refuse to start.
 async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<(), RecoverError> {
-    let all = crate::service::containers(ctx, service)
+    let all = crate::docker::service::containers(ctx.lookup(), service)
         .await
         .map_err(|e| RecoverError::Step {
             id: 0,

@@ -16,13 +16,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::image::{self, Digest};
-use crate::promotion;
-use crate::queue::Job;
+use crate::report::page;
+use crate::report::status::{self, Document};
 use crate::rollout::Target;
 use crate::secret::Secret;
-use crate::server::{App, error, reply};
-use crate::status::{self, Document};
-use crate::status_page;
+use crate::serve::http::{App, error, reply};
+use crate::serve::promotion;
+use crate::serve::queue::Job;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -104,7 +104,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        Html(status_page::render(&doc)).into_response()
+        Html(page::render(&doc)).into_response()
     } else {
         axum::Json(doc).into_response()
     }

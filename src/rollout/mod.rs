@@ -15,68 +15,27 @@
 //! Every step is entered in the journal before it acts, so that after a crash `recover`
 //! knows how far a rollout got.
 
+pub mod lock;
+pub mod recover;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::compose::{self, ServiceContainers, Template};
 use crate::config::{ServiceConfig, Track};
 use crate::context::Context;
-use crate::drain::{self, CordError};
-use crate::engine::{ContainerStatus, EngineError, Health, short};
+use crate::docker::compose::{self, ServiceContainers, Template};
+use crate::docker::drain::{self, CordError};
+use crate::docker::engine::{ContainerStatus, EngineError, Health, short};
+use crate::docker::service::{self, Running};
 use crate::envfile::{self, EnvFileError};
 use crate::fault;
 use crate::image::{self, Digest, Repository};
-use crate::lock::{LockError, ServiceLock};
-use crate::recover;
 use crate::registry::{RegistryError, Resolved};
-use crate::service::{self, Running};
+use crate::rollout::lock::{LockError, ServiceLock};
 use crate::store::{NewDeploy, Outcome, Resolution, StepRecord, StoreError, millis, now_ms};
 use crate::traefik::{self, Confirmation, Routing, RoutingTimeout};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Step {
-    Resolve,
-    Pull,
-    Start,
-    Health,
-    Switch,
-    Drain,
-    Record,
-}
-
-impl Step {
-    pub const ALL: [Step; 7] = [
-        Step::Resolve,
-        Step::Pull,
-        Step::Start,
-        Step::Health,
-        Step::Switch,
-        Step::Drain,
-        Step::Record,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Resolve => "resolve",
-            Step::Pull => "pull",
-            Step::Start => "start",
-            Step::Health => "health",
-            Step::Switch => "switch",
-            Step::Drain => "drain",
-            Step::Record => "record",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Step> {
-        Step::ALL.into_iter().find(|step| step.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::store::Step;
 
 /// What to deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,8 +418,8 @@ impl Rollout<'_> {
             }
         };
 
-        let containers = service::containers(ctx, s).await?;
-        let old = service::single(ctx, s, &containers)
+        let containers = service::containers(ctx.lookup(), s).await?;
+        let old = service::single(ctx.lookup(), s, &containers)
             .await
             .map_err(|e| match e {
                 service::CurrentError::Engine(e) => StepError::Engine(e),

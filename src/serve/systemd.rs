@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::Status;
+use crate::report::status::Status;
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {

@@ -1,6 +1,9 @@
 //! The command line: parses arguments, loads the config, runs a command and maps the
 //! result to an exit code (0 done, 1 failed or rolled back, 2 bad usage or config).
 
+pub mod check;
+pub mod client;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,22 +12,21 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::check;
-use crate::client::{Client, ClientError};
-use crate::compose;
+use crate::cli::client::{Client, ClientError};
 use crate::config::{self, Config, ConfigError, Secrets, ServiceConfig};
 use crate::context::Context;
-use crate::daemon::Daemon;
-use crate::drain::{self, Cord};
-use crate::engine::Engine;
+use crate::docker::compose;
+use crate::docker::drain::{self, Cord};
+use crate::docker::engine::Engine;
 use crate::image::Digest;
-use crate::promotion;
-use crate::recover;
+use crate::report::page;
+use crate::report::status;
+use crate::rollout::recover;
 use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
-use crate::status;
-use crate::status_page;
+use crate::serve::Daemon;
+use crate::serve::promotion;
+use crate::serve::systemd::Unit;
 use crate::store::{Deploy, Outcome, Store};
-use crate::systemd::Unit;
 use crate::traefik;
 
 #[derive(Parser, Debug)]
@@ -377,7 +379,7 @@ async fn run(
         Command::Recover => {
             let ctx = Context::open(config).await?;
             for s in &ctx.config.services {
-                let _lock = crate::lock::ServiceLock::acquire(
+                let _lock = crate::rollout::lock::ServiceLock::acquire(
                     &ctx.config.state.dir,
                     &s.name,
                     "hoist recover",
@@ -528,7 +530,7 @@ fn format_status(doc: &serde_json::Value) -> String {
         };
         let since = s["deployed_at"]
             .as_i64()
-            .map_or("-".into(), |at| status_page::relative(at, now));
+            .map_or("-".into(), |at| page::relative(at, now));
         let last = &s["last_rollout"];
         let last_text = match last["id"].as_i64() {
             Some(id) => format!("#{id} {}", text(&last["outcome"])),

@@ -4,10 +4,9 @@
 
 use bollard::models::ContainerInspectResponse;
 
-use crate::compose::{self, ServiceContainers};
 use crate::config::ServiceConfig;
-use crate::context::Context;
-use crate::engine::{ContainerStatus, EngineError};
+use crate::docker::compose::{self, ServiceContainers};
+use crate::docker::engine::{ContainerStatus, Engine, EngineError};
 use crate::image::{self, Digest, Repository};
 
 /// The container serving a service.
@@ -46,13 +45,21 @@ pub enum CurrentError {
     },
 }
 
+/// Where a service's containers are looked up: the engine, and the network Traefik reaches
+/// them on (their address there is the one routed).
+#[derive(Clone, Copy)]
+pub struct Lookup<'a> {
+    pub engine: &'a Engine,
+    pub network: &'a str,
+}
+
 /// Every container of the service's compose service (any state, one-off runs excluded).
 pub async fn containers(
-    ctx: &Context,
+    at: Lookup<'_>,
     s: &ServiceConfig,
 ) -> Result<ServiceContainers, EngineError> {
     Ok(ServiceContainers::from_list(
-        ctx.engine
+        at.engine
             .containers_with_labels(&[
                 (compose::PROJECT, &s.compose_project),
                 (compose::SERVICE, &s.compose_service),
@@ -62,19 +69,19 @@ pub async fn containers(
 }
 
 /// The one running container of the service.
-pub async fn current(ctx: &Context, s: &ServiceConfig) -> Result<Running, CurrentError> {
-    let all = containers(ctx, s).await?;
-    single(ctx, s, &all).await
+pub async fn current(at: Lookup<'_>, s: &ServiceConfig) -> Result<Running, CurrentError> {
+    let all = containers(at, s).await?;
+    single(at, s, &all).await
 }
 
 /// The one running container among `all`.
 pub async fn single(
-    ctx: &Context,
+    at: Lookup<'_>,
     s: &ServiceConfig,
     all: &ServiceContainers,
 ) -> Result<Running, CurrentError> {
     match all.running.as_slice() {
-        [one] => Ok(inspect(ctx, s, one.id.as_deref().unwrap_or_default()).await?),
+        [one] => Ok(inspect(at, s, one.id.as_deref().unwrap_or_default()).await?),
         [] => Err(CurrentError::NotRunning {
             project: s.compose_project.clone(),
             service: s.compose_service.clone(),
@@ -87,8 +94,8 @@ pub async fn single(
     }
 }
 
-pub async fn inspect(ctx: &Context, s: &ServiceConfig, id: &str) -> Result<Running, EngineError> {
-    let inspect = ctx.engine.inspect(id).await?;
+pub async fn inspect(at: Lookup<'_>, s: &ServiceConfig, id: &str) -> Result<Running, EngineError> {
+    let inspect = at.engine.inspect(id).await?;
     let image = inspect
         .config
         .as_ref()
@@ -96,11 +103,11 @@ pub async fn inspect(ctx: &Context, s: &ServiceConfig, id: &str) -> Result<Runni
         .unwrap_or_default();
     let digest = match image::split_pinned(&image) {
         Some((_, digest)) => Some(digest),
-        None => repo_digest(ctx, &s.image, inspect.image.as_deref()).await,
+        None => repo_digest(at, &s.image, inspect.image.as_deref()).await,
     };
     Ok(Running {
         id: id.to_string(),
-        ip: compose::ip_on(&inspect, &ctx.config.traefik.network),
+        ip: compose::ip_on(&inspect, at.network),
         inspect,
         image,
         digest,
@@ -108,8 +115,8 @@ pub async fn inspect(ctx: &Context, s: &ServiceConfig, id: &str) -> Result<Runni
 }
 
 /// The digest of an image under `repo`, from the image's `RepoDigests`.
-async fn repo_digest(ctx: &Context, repo: &Repository, image_id: Option<&str>) -> Option<Digest> {
-    let image = ctx.engine.inspect_image(image_id?).await.ok()?;
+async fn repo_digest(at: Lookup<'_>, repo: &Repository, image_id: Option<&str>) -> Option<Digest> {
+    let image = at.engine.inspect_image(image_id?).await.ok()?;
     has_digests(&image.repo_digests, repo).next()
 }
 

@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::metrics::Metrics;
-use crate::queue::{Job, Queue};
+use crate::docker::service;
 use crate::registry::{RegistryError, Resolved};
+use crate::report::metrics::Metrics;
+use crate::report::status::Status;
 use crate::rollout::Target;
-use crate::service;
-use crate::status::Status;
+use crate::serve::queue::{Job, Queue};
 use crate::store::{millis, now_ms};
 
 /// The longest a failing registry is left alone.
@@ -73,7 +73,7 @@ pub async fn check(
     if queue.is_busy(&s.name) {
         return Ok(Check::UpToDate);
     }
-    let running = service::current(ctx, s).await?;
+    let running = service::current(ctx.lookup(), s).await?;
     if running.digest.as_ref() == Some(&resolved.digest) {
         return Ok(Check::UpToDate);
     }

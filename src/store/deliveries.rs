@@ -25,8 +25,8 @@ use std::time::Duration;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::lock;
 use crate::store::{Store, StoreError, millis, now_ms};
+use crate::util::lock;
 
 /// How long an id is remembered: a week (GitHub redelivers for three days).
 pub const MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::lock;
+use crate::util::lock;
 
 /// Upper bounds (seconds) for rollout and step durations.
 const BUCKETS: [f64; 12] = [

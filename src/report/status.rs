@@ -170,25 +170,26 @@ pub async fn document(ctx: &crate::context::Context, live: Option<&Status>) -> D
             .and_then(|st| st.deploy_id)
             .and_then(|id| ctx.store.deploy(id).ok().flatten())
             .map(|d| d.trigger);
-        let (container, running_digest, health) = match crate::service::current(ctx, s).await {
-            Ok(r) => {
-                let status = r.status();
-                let health = match (status.running, status.health) {
-                    (false, _) => "down".to_string(),
-                    (true, crate::engine::Health::None) => "running".to_string(),
-                    (true, h) => h.as_str().to_string(),
-                };
-                (
-                    Some(crate::compose::container_name(&r.inspect)),
-                    r.digest.map(|d| d.to_string()),
-                    health,
-                )
-            }
-            Err(crate::service::CurrentError::NotRunning { .. }) => {
-                (None, None, "down".to_string())
-            }
-            Err(e) => (None, None, format!("unknown: {e}")),
-        };
+        let (container, running_digest, health) =
+            match crate::docker::service::current(ctx.lookup(), s).await {
+                Ok(r) => {
+                    let status = r.status();
+                    let health = match (status.running, status.health) {
+                        (false, _) => "down".to_string(),
+                        (true, crate::docker::engine::Health::None) => "running".to_string(),
+                        (true, h) => h.as_str().to_string(),
+                    };
+                    (
+                        Some(crate::docker::compose::container_name(&r.inspect)),
+                        r.digest.map(|d| d.to_string()),
+                        health,
+                    )
+                }
+                Err(crate::docker::service::CurrentError::NotRunning { .. }) => {
+                    (None, None, "down".to_string())
+                }
+                Err(e) => (None, None, format!("unknown: {e}")),
+            };
         let live = live.map(|l| l.get(&s.name)).unwrap_or_default();
         // A failed last rollout shows as failed until the next one; the live state
         // otherwise says what the queue is doing.

@@ -7,6 +7,12 @@
 //! rollout finish within `server.shutdown_grace`, otherwise leave it to recovery at the
 //! next start, and say which happened.
 
+pub mod http;
+pub mod poller;
+pub mod promotion;
+pub mod queue;
+pub mod systemd;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,14 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::context::Context;
-use crate::deliveries::Deliveries;
-use crate::lock::ServiceLock;
-use crate::poller::{self, Watches};
-use crate::queue::Queue;
-use crate::recover;
-use crate::server::{self, App};
-use crate::status::Status;
-use crate::{promotion, systemd};
+use crate::report::status::Status;
+use crate::rollout::lock::ServiceLock;
+use crate::rollout::recover;
+use crate::serve::http::App;
+use crate::serve::poller::Watches;
+use crate::serve::queue::Queue;
+use crate::store::deliveries::Deliveries;
 
 pub struct Daemon {
     app: App,
@@ -44,7 +49,7 @@ impl Daemon {
             ctx.config.services.iter().map(|s| s.name.as_str()),
         ));
         let stop = CancellationToken::new();
-        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let metrics = Arc::new(crate::report::metrics::Metrics::default());
         let queue = Queue::new(ctx.clone(), status.clone(), metrics.clone(), stop.clone());
         let deliveries = Deliveries::open(ctx.store.clone())
             .context("cannot load the webhook deliveries seen so far")?;
@@ -95,7 +100,7 @@ impl Daemon {
         let flush_stop = stop.clone();
         background.spawn(deliveries.run(flush_stop));
 
-        let router = server::router(app.clone());
+        let router = http::router(app.clone());
         let server_stop = stop.clone();
         // Answers are small and written at once: send them without waiting for an ACK.
         let listener = listener.tap_io(|tcp| {

@@ -7,6 +7,8 @@
 //! with a timeout: a slow or failing GitHub never delays or fails a rollout, it only costs
 //! a warning in the log.
 
+pub mod webhook;
+
 use std::time::Duration;
 
 use serde_json::json;

@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::engine::Health;
+use crate::docker::engine::Health;
+use crate::docker::service;
 use crate::image::Digest;
-use crate::queue::{Job, Queue};
 use crate::rollout::Target;
-use crate::service;
+use crate::serve::queue::{Job, Queue};
 use crate::store::now_ms;
 
 /// How often the daemon looks for automatic promotions.
@@ -61,7 +61,7 @@ pub async fn candidate(
         digest: digest.short().to_string(),
         why,
     };
-    let running = service::current(ctx, from)
+    let running = service::current(ctx.lookup(), from)
         .await
         .map_err(|e| not_healthy(e.to_string()))?;
     if running.digest.as_ref() != Some(&digest) {
@@ -111,7 +111,10 @@ pub async fn run(ctx: Context, queue: Queue, stop: CancellationToken) {
             if s.promote_after.is_some_and(|after| age < after) {
                 continue;
             }
-            let current = service::current(&ctx, s).await.ok().and_then(|r| r.digest);
+            let current = service::current(ctx.lookup(), s)
+                .await
+                .ok()
+                .and_then(|r| r.digest);
             if current.as_ref() == Some(&digest) {
                 continue;
             }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::status::{Document, ServiceView, State};
+use crate::report::status::{Document, ServiceView, State};
 
 pub fn render(doc: &Document) -> String {
     let now = doc.generated_at;

@@ -4,6 +4,8 @@
 //! deploy queue or a watch, so GitHub gets its answer within milliseconds. Errors are short
 //! JSON bodies (`{"error": "..."}`) that name the problem and never echo secrets.
 
+pub mod api;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,12 +20,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::deliveries::Deliveries;
-use crate::poller::Watches;
-use crate::queue::{Expected, Job, Queue, Submitted};
+use crate::github::webhook::{self, Event};
+use crate::report::status::Status;
 use crate::rollout::Target;
-use crate::status::Status;
-use crate::webhook::{self, Event};
+use crate::serve::poller::Watches;
+use crate::serve::queue::{Expected, Job, Queue, Submitted};
+use crate::store::deliveries::Deliveries;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -33,7 +35,7 @@ pub struct App {
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::report::metrics::Metrics>,
     pub stop: CancellationToken,
 }
 
@@ -45,7 +47,7 @@ pub fn router(app: App) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(crate::api::routes())
+        .merge(crate::serve::http::api::routes())
         // Shared, not cloned per request.
         .with_state(Arc::new(app))
 }

@@ -17,12 +17,12 @@ use crate::config::ServiceConfig;
 use crate::context::Context;
 use crate::github::{self, Deployments};
 use crate::image::Digest;
-use crate::lock::LockError;
-use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::report::metrics::Metrics;
+use crate::report::notify::Notifier;
+use crate::report::status::{State, Status};
+use crate::rollout::lock::LockError;
 use crate::rollout::{self, Request, RolloutError, Target};
 use crate::rollout::{Observer, Step};
-use crate::status::{State, Status};
 use crate::store::PendingRow;
 
 /// Who holds a service's lock while the daemon rolls it out.

@@ -13,8 +13,8 @@ use bollard::models::{
 };
 
 use crate::config::ServiceConfig;
-use crate::drain;
-use crate::engine::short;
+use crate::docker::drain;
+use crate::docker::engine::short;
 
 pub const PROJECT: &str = "com.docker.compose.project";
 pub const SERVICE: &str = "com.docker.compose.service";

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::secret::{self, Origin, SecretError, SecretSource};
-use crate::systemd::{Credential, UNIT_PATH, Unit};
+use crate::serve::systemd::{Credential, UNIT_PATH, Unit};
 
 /// One secret or credential checked: what it is, whether it can be read, and how hoist
 /// knows.
@@ -206,7 +206,7 @@ fn reason(e: &SecretError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::systemd::CredentialSource;
+    use crate::serve::systemd::CredentialSource;
 
     fn file_source(key: &str, path: &Path) -> SecretSource {
         SecretSource {

@@ -1,0 +1,7 @@
+//! Docker: the engine API ([`engine`]), what a managed service runs ([`service`]), compose's
+//! labels and naming ([`compose`]), and the health cord with `hoist probe` ([`drain`]).
+
+pub mod compose;
+pub mod drain;
+pub mod engine;
+pub mod service;
