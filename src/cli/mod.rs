@@ -851,6 +851,28 @@ mod tests {
             steps: vec![step("resolve", 12, true), step("health", 60_001, false)],
         };
         let text = format_deploy(&d);
+        assert_eq!(
+            text,
+            "#7     web-stage      stage    rolled_back  2023-11-14T22:13:20Z  poll       \
+             target main  aaaaaaaaaaaa -> bbbbbbbbbbbb  65.4s\n       \
+             resolve 12ms · ✗health 60.0s\n       \
+             error: not healthy after 60s\n         \
+             last probe: exit 1\n"
+        );
+        let d = Deploy {
+            outcome: Outcome::Running,
+            from_digest: None,
+            to_digest: None,
+            finished_at: None,
+            error: None,
+            steps: vec![],
+            ..d.clone()
+        };
+        assert_eq!(
+            format_deploy(&d),
+            "#7     web-stage      stage    running      2023-11-14T22:13:20Z  poll       \
+             target main  ? -> ?  -\n"
+        );
         assert!(
             text.starts_with("#7     web-stage      stage    rolled_back"),
             "{text}"
@@ -899,6 +921,19 @@ mod tests {
         assert!(
             text.contains("! web-stage: poll: registry ghcr.io is rate limiting"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn status_table_and_json_are_byte_identical_to_the_pinned_ones() {
+        let doc = serde_json::to_value(status::example()).unwrap();
+        assert_eq!(
+            format_status(&doc),
+            include_str!("../report/testdata/status.txt")
+        );
+        assert_eq!(
+            serde_json::to_string_pretty(&doc).unwrap(),
+            include_str!("../report/testdata/status.json")
         );
     }
 }

@@ -243,4 +243,12 @@ mod tests {
     fn escapes_everything_from_outside() {
         assert_eq!(escape("<script>\"&'"), "&lt;script&gt;&quot;&amp;&#39;");
     }
+
+    #[test]
+    fn page_is_byte_identical_to_the_pinned_one() {
+        assert_eq!(
+            render(&crate::report::status::example()),
+            include_str!("testdata/status.html")
+        );
+    }
 }

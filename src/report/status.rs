@@ -251,3 +251,127 @@ pub async fn document(ctx: &crate::context::Context, live: Option<&Status>) -> D
         services,
     }
 }
+
+/// A document with one service per case the renderings tell apart, for their tests.
+#[cfg(test)]
+pub(crate) fn example() -> Document {
+    use crate::store::Outcome;
+    let digest = |c: &str| Some(format!("sha256:{}", c.repeat(64)));
+    let last = |id: i64, outcome: Outcome, error: Option<&str>, finished_at: Option<i64>| {
+        Some(LastRollout {
+            id,
+            outcome,
+            step: Some("health".into()),
+            error: error.map(str::to_string),
+            trigger: "manual <x>".into(),
+            started_at: 800_000,
+            finished_at,
+        })
+    };
+    let blank = ServiceView {
+        name: String::new(),
+        environment: "stage".into(),
+        image: "ghcr.io/acme/web".into(),
+        track: "main".into(),
+        host: "stage.example.com".into(),
+        tag: None,
+        digest: None,
+        deployed_at: None,
+        deployed_by: None,
+        previous_digest: None,
+        container: None,
+        running_digest: None,
+        health: "healthy".into(),
+        state: State::Idle,
+        step: None,
+        trigger: None,
+        last_rollout: None,
+        promote_from: None,
+        poll_interval_s: None,
+        last_poll: None,
+        next_poll: None,
+        last_poll_error: None,
+        watching_until: None,
+    };
+    let services = vec![
+        ServiceView {
+            name: "web-stage".into(),
+            state: State::Rolling,
+            step: Some("drain".into()),
+            trigger: Some("poll".into()),
+            tag: Some("main".into()),
+            digest: digest("c"),
+            running_digest: digest("c"),
+            previous_digest: digest("a"),
+            container: Some("shop-web-stage-1".into()),
+            deployed_at: Some(820_000),
+            deployed_by: Some("poll".into()),
+            last_rollout: last(3, Outcome::RolledBack, Some("boom\nmore"), Some(810_000)),
+            poll_interval_s: Some(60),
+            last_poll: Some(990_000),
+            next_poll: Some(1_050_000),
+            last_poll_error: Some("registry ghcr.io is rate limiting hoist (HTTP 429)".into()),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "web-prod".into(),
+            environment: "prod".into(),
+            host: "www.example.com".into(),
+            track: "semver:^1".into(),
+            health: "down".into(),
+            running_digest: digest("d"),
+            promote_from: Some("web-stage".into()),
+            watching_until: Some(1_120_000),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "api".into(),
+            state: State::Failed,
+            health: "unknown: <boom> & 'x'".into(),
+            digest: digest("e"),
+            running_digest: digest("f"),
+            deployed_at: Some(0),
+            last_rollout: last(12, Outcome::Interrupted, Some("killed"), None),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "worker".into(),
+            environment: "prod".into(),
+            state: State::Queued,
+            trigger: Some("api deploy".into()),
+            health: "starting".into(),
+            tag: Some("v1.2.3".into()),
+            digest: digest("1"),
+            deployed_at: Some(999_000),
+            deployed_by: Some("api deploy".into()),
+            last_rollout: last(14, Outcome::Succeeded, Some("ignored"), Some(999_000)),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "cron".into(),
+            state: State::Rolling,
+            health: "running".into(),
+            tag: Some("nightly".into()),
+            last_rollout: last(20, Outcome::Running, Some("partial"), None),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "batch".into(),
+            health: "unhealthy".into(),
+            last_rollout: last(21, Outcome::Failed, Some("registry down"), Some(900_000)),
+            ..blank.clone()
+        },
+        ServiceView {
+            name: "idle-one".into(),
+            last_rollout: last(22, Outcome::Noop, None, Some(950_000)),
+            ..blank
+        },
+    ];
+    Document {
+        version: "0.1.0",
+        started_at: Some(100_000),
+        uptime_s: Some(900),
+        generated_at: 1_000_000,
+        services,
+    }
+}
