@@ -147,9 +147,21 @@ impl Digest {
 
     /// The first 12 hex digits, for humans.
     pub fn short(&self) -> &str {
-        let hex = &self.0["sha256:".len()..];
-        &hex[..12]
+        short_hex(&self.0)
     }
+}
+
+/// The first 12 hex digits of a digest as the journal and the status document carry it
+/// (`sha256:…` text), for humans; what is too short to cut is shown without the prefix.
+pub fn short_hex(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// `sha256:` and the first 12 hex digits: the form recovery's notes in the journal have
+/// always used, kept so that old and new notes read alike.
+pub fn short_hex_prefixed(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
 }
 
 impl fmt::Display for Digest {
@@ -227,6 +239,9 @@ mod tests {
     fn digests_are_strict() {
         let d = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(Digest::parse(&d).unwrap().short(), "abababababab");
+        assert_eq!(short_hex(&d), "abababababab");
+        assert_eq!(short_hex_prefixed(&d), "sha256:abababababab");
+        assert_eq!(short_hex("sha256:abc"), "abc");
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse(&d.to_uppercase()).is_err());
         assert!(Digest::parse(&format!("md5:{}", "ab".repeat(32))).is_err());

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::store::{Deploy, Outcome};
+use crate::store::Deploy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -173,7 +173,7 @@ impl Client {
                 .filter(|d| d.id > after)
                 .min_by_key(|d| d.id);
             if let Some(d) = newer {
-                if d.outcome != Outcome::Running {
+                if d.outcome.is_finished() {
                     return Ok(d);
                 }
                 if d.step != seen_step {

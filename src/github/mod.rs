@@ -85,10 +85,7 @@ impl Deployments {
     ) -> Option<Rollout> {
         let repository = service.github_repository.clone()?;
         let git_ref = git_ref?.to_string();
-        let short = digest
-            .trim_start_matches("sha256:")
-            .get(..12)
-            .unwrap_or(digest);
+        let short = crate::image::short_hex(digest);
         let description: String = format!("hoist: {} {} @ {short}", service.name, git_ref)
             .chars()
             .take(140)
@@ -189,7 +186,7 @@ async fn report(
         return;
     };
     let (state, text) = match outcome {
-        Outcome::Succeeded => ("success", "deployed".to_string()),
+        o if o.is_success() => ("success", "deployed".to_string()),
         other => (
             "failure",
             error.unwrap_or_else(|| other.as_str().to_string()),
@@ -199,7 +196,7 @@ async fn report(
         tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment's result");
         return;
     }
-    if outcome != Outcome::Succeeded {
+    if !outcome.is_success() {
         return;
     }
     match store.github_deployment(&r.service) {

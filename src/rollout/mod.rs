@@ -17,6 +17,7 @@
 
 pub mod lock;
 pub mod recover;
+pub mod request;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -154,7 +155,7 @@ pub struct Report {
 
 impl Report {
     pub fn succeeded(&self) -> bool {
-        matches!(self.outcome, Outcome::Succeeded | Outcome::Noop)
+        self.outcome.is_success()
     }
 }
 

@@ -79,7 +79,7 @@ async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<()
         let failed = ctx
             .store
             .deploy(deploy_id)?
-            .is_some_and(|d| matches!(d.outcome, Outcome::Failed | Outcome::RolledBack));
+            .is_some_and(|d| d.outcome.is_failure());
         if !failed {
             continue;
         }
@@ -168,7 +168,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
                 short(old_id),
                 d.from_digest
                     .as_deref()
-                    .map_or("the old version", |f| f.get(..19).unwrap_or(f))
+                    .map_or("the old version", crate::image::short_hex_prefixed)
             ))
         }
         None if d.old_container.is_none() => Ok(format!("{prefix}; nothing had been changed yet")),

@@ -194,6 +194,22 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Ended with the target running: deployed, or running it already.
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::Noop)
+    }
+
+    /// A step failed, so the rollout was refused or rolled back. (An interruption is not
+    /// the rollout's failure: recovery finished it.)
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::RolledBack)
+    }
+
+    /// Ended, one way or another.
+    pub fn is_finished(self) -> bool {
+        self != Outcome::Running
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Running => "running",

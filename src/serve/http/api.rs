@@ -15,10 +15,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::image::{self, Digest};
+use crate::image;
 use crate::report::page;
 use crate::report::status::{self, Document};
-use crate::rollout::Target;
+use crate::rollout::{Target, request};
 use crate::secret::Secret;
 use crate::serve::http::{App, error, reply};
 use crate::serve::promotion;
@@ -213,33 +213,20 @@ async fn action(
                     Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
                 }
             };
-            let target = match (body.tag, body.digest) {
-                (Some(_), Some(_)) => {
-                    return error(StatusCode::BAD_REQUEST, "give a tag or a digest, not both");
-                }
-                (Some(tag), None) => match image::validate_tag(&tag) {
+            let target = match request::deploy_target(body.tag, body.digest.as_deref()) {
+                Ok(Target::Tag(tag)) => match image::validate_tag(&tag) {
                     Ok(()) => Target::Tag(tag),
                     Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                 },
-                (None, Some(d)) => match Digest::parse(&d) {
-                    Ok(d) => Target::Digest(d),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-                },
-                (None, None) => Target::Track,
+                Ok(target) => target,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
             };
             Job::new(target, "api deploy")
         }
         "rollback" => {
-            let previous = app
-                .ctx
-                .store
-                .service_state(&name)
-                .ok()
-                .flatten()
-                .and_then(|s| s.previous_digest)
-                .and_then(|d| Digest::parse(&d).ok());
+            let previous = request::rollback_target(&app.ctx.store, &name).ok();
             match previous {
-                Some(d) => Job::new(Target::Digest(d), "api rollback"),
+                Some(target) => Job::new(target, "api rollback"),
                 None => {
                     return error(
                         StatusCode::CONFLICT,
