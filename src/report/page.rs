@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::report::status::{Document, ServiceView, State};
+use crate::image::short_hex;
+use crate::report::status::{Document, LastRollout, ServiceView, State};
 
 pub fn render(doc: &Document) -> String {
     let now = doc.generated_at;
@@ -36,17 +37,27 @@ pub fn render(doc: &Document) -> String {
 <body><header><h1>hoist</h1><span class="meta">v{version}{uptime} · refreshed every 5 s</span></header>
 <main>{body}</main></body></html>
 "#,
-        version = escape(doc.version),
+        version = escape(&doc.version),
     )
 }
 
+/// One card: the head, then a row per fact known about the service.
 fn service(out: &mut String, s: &ServiceView, now: i64) {
-    let state = match s.state {
-        State::Idle => "idle",
-        State::Queued => "queued",
-        State::Rolling => "rolling",
-        State::Failed => "failed",
-    };
+    head(out, s);
+    deployment_rows(out, s, now);
+    if let Some(r) = &s.last_rollout {
+        last_rollout_row(out, r, now);
+    }
+    if let Some(from) = &s.promote_from {
+        row(out, "promoted from", &escape(from));
+    }
+    polling_rows(out, s, now);
+    out.push_str("</dl></article>");
+}
+
+/// The name, the state badge and the health.
+fn head(out: &mut String, s: &ServiceView) {
+    let state = s.state.as_str();
     let state_text = match (&s.state, &s.step) {
         (State::Rolling, Some(step)) => format!("rolling · {step}"),
         _ => state.to_string(),
@@ -65,6 +76,10 @@ fn service(out: &mut String, s: &ServiceView, now: i64) {
         state_text = escape(&state_text),
         health = escape(&s.health),
     );
+}
+
+/// Where it is served, its image, what hoist deployed and what Docker runs.
+fn deployment_rows(out: &mut String, s: &ServiceView, now: i64) {
     row(
         out,
         "host",
@@ -119,23 +134,25 @@ fn service(out: &mut String, s: &ServiceView, now: i64) {
     if let Some(p) = &s.previous_digest {
         row(out, "previous", &format!("<code>{}</code>", short(p)));
     }
-    if let Some(r) = &s.last_rollout {
-        let when = r.finished_at.unwrap_or(r.started_at);
-        let mut text = format!(
-            "<span class=\"outcome {0}\">#{1} {0}</span> {2} · {3}",
-            r.outcome.as_str(),
-            r.id,
-            relative(when, now),
-            escape(&r.trigger)
-        );
-        if let Some(e) = &r.error {
-            let _ = write!(text, "<pre>{}</pre>", escape(e));
-        }
-        row(out, "last rollout", &text);
+}
+
+fn last_rollout_row(out: &mut String, r: &LastRollout, now: i64) {
+    let when = r.finished_at.unwrap_or(r.started_at);
+    let mut text = format!(
+        "<span class=\"outcome {0}\">#{1} {0}</span> {2} · {3}",
+        r.outcome.as_str(),
+        r.id,
+        relative(when, now),
+        escape(&r.trigger)
+    );
+    if let Some(e) = &r.error {
+        let _ = write!(text, "<pre>{}</pre>", escape(e));
     }
-    if let Some(from) = &s.promote_from {
-        row(out, "promoted from", &escape(from));
-    }
+    row(out, "last rollout", &text);
+}
+
+/// The registry polling and the watch window, when there are.
+fn polling_rows(out: &mut String, s: &ServiceView, now: i64) {
     if let Some(interval) = s.poll_interval_s {
         let mut text = format!("every {}", duration(interval.saturating_mul(1000)));
         if let Some(last) = s.last_poll {
@@ -159,7 +176,6 @@ fn service(out: &mut String, s: &ServiceView, now: i64) {
             ),
         );
     }
-    out.push_str("</dl></article>");
 }
 
 fn row(out: &mut String, key: &str, value_html: &str) {
@@ -167,8 +183,7 @@ fn row(out: &mut String, key: &str, value_html: &str) {
 }
 
 fn short(digest: &str) -> String {
-    let hex = digest.trim_start_matches("sha256:");
-    escape(hex.get(..12).unwrap_or(hex))
+    escape(short_hex(digest))
 }
 
 /// "3 min ago", "in 40 s".

@@ -1,23 +1,59 @@
 //! What the daemon is doing right now, per service: queued or rolling (and at which step),
 //! what the pollers last saw, which watch window is open. Kept in memory, written by the
-//! queue, pollers and watches, read by `/status` and systemd's STATUS line.
+//! queue, pollers and watches, read by systemd's STATUS line and, with the store and
+//! Docker, by the `/status` [`Document`] that the page, the JSON and `hoist status` show.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::store::now_ms;
+use crate::config::ServiceConfig;
+use crate::context::Context;
+use crate::docker::engine::Health;
+use crate::docker::service::CurrentError;
+use crate::store::{Deploy, Outcome, now_ms};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// Serialised by its [`State::as_str`] name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum State {
     #[default]
     Idle,
     Queued,
     Rolling,
     Failed,
+}
+
+impl State {
+    const ALL: [State; 4] = [State::Idle, State::Queued, State::Rolling, State::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Queued => "queued",
+            State::Rolling => "rolling",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl From<State> for &'static str {
+    fn from(state: State) -> Self {
+        state.as_str()
+    }
+}
+
+impl TryFrom<String> for State {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<State, String> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+            .ok_or_else(|| format!("`{name}` is not a service state"))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,9 +139,9 @@ impl Status {
 
 /// The `/status` document: per service, what runs, how healthy it is, what hoist is doing
 /// with it and what it did last.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Document {
-    pub version: &'static str,
+    pub version: String,
     /// Milliseconds since the Unix epoch; `None` when built by the CLI without a daemon.
     pub started_at: Option<i64>,
     pub uptime_s: Option<u64>,
@@ -113,7 +149,7 @@ pub struct Document {
     pub services: Vec<ServiceView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceView {
     pub name: String,
     pub environment: String,
@@ -144,10 +180,10 @@ pub struct ServiceView {
     pub watching_until: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastRollout {
     pub id: i64,
-    pub outcome: crate::store::Outcome,
+    pub outcome: Outcome,
     pub step: Option<String>,
     pub error: Option<String>,
     pub trigger: String,
@@ -155,96 +191,28 @@ pub struct LastRollout {
     pub finished_at: Option<i64>,
 }
 
+impl From<Deploy> for LastRollout {
+    fn from(d: Deploy) -> Self {
+        LastRollout {
+            id: d.id,
+            outcome: d.outcome,
+            step: d.step,
+            error: d.error,
+            trigger: d.trigger,
+            started_at: d.started_at,
+            finished_at: d.finished_at,
+        }
+    }
+}
+
 /// Builds the document. `live` is the daemon's in-memory status (absent in the CLI).
-pub async fn document(ctx: &crate::context::Context, live: Option<&Status>) -> Document {
+pub async fn document(ctx: &Context, live: Option<&Status>) -> Document {
     let mut services = Vec::new();
     for s in &ctx.config.services {
-        let state = ctx.store.service_state(&s.name).ok().flatten();
-        let last = ctx
-            .store
-            .deploys(Some(&s.name), 1)
-            .ok()
-            .and_then(|d| d.into_iter().next());
-        let deployed_by = state
-            .as_ref()
-            .and_then(|st| st.deploy_id)
-            .and_then(|id| ctx.store.deploy(id).ok().flatten())
-            .map(|d| d.trigger);
-        let (container, running_digest, health) =
-            match crate::docker::service::current(ctx.lookup(), s).await {
-                Ok(r) => {
-                    let status = r.status();
-                    let health = match (status.running, status.health) {
-                        (false, _) => "down".to_string(),
-                        (true, crate::docker::engine::Health::None) => "running".to_string(),
-                        (true, h) => h.as_str().to_string(),
-                    };
-                    (
-                        Some(crate::docker::compose::container_name(&r.inspect)),
-                        r.digest.map(|d| d.to_string()),
-                        health,
-                    )
-                }
-                Err(crate::docker::service::CurrentError::NotRunning { .. }) => {
-                    (None, None, "down".to_string())
-                }
-                Err(e) => (None, None, format!("unknown: {e}")),
-            };
-        let live = live.map(|l| l.get(&s.name)).unwrap_or_default();
-        // A failed last rollout shows as failed until the next one; the live state
-        // otherwise says what the queue is doing.
-        let state_now = match (live.state, &last) {
-            (State::Idle, Some(d))
-                if matches!(
-                    d.outcome,
-                    crate::store::Outcome::Failed | crate::store::Outcome::RolledBack
-                ) =>
-            {
-                State::Failed
-            }
-            (State::Idle, Some(d)) if d.outcome == crate::store::Outcome::Running => State::Rolling,
-            (state, _) => state,
-        };
-        services.push(ServiceView {
-            name: s.name.clone(),
-            environment: s.environment.clone(),
-            image: s.image.to_string(),
-            track: s.track.to_string(),
-            host: s.host.clone(),
-            tag: state.as_ref().and_then(|st| st.tag.clone()),
-            digest: state.as_ref().map(|st| st.digest.clone()),
-            deployed_at: state.as_ref().map(|st| st.deployed_at),
-            deployed_by,
-            previous_digest: state.as_ref().and_then(|st| st.previous_digest.clone()),
-            container,
-            running_digest,
-            health,
-            state: state_now,
-            step: live.step.clone().or_else(|| {
-                last.as_ref()
-                    .filter(|d| d.outcome == crate::store::Outcome::Running)
-                    .and_then(|d| d.step.clone())
-            }),
-            trigger: live.trigger.clone(),
-            last_rollout: last.map(|d| LastRollout {
-                id: d.id,
-                outcome: d.outcome,
-                step: d.step,
-                error: d.error,
-                trigger: d.trigger,
-                started_at: d.started_at,
-                finished_at: d.finished_at,
-            }),
-            promote_from: s.promote_from.clone(),
-            poll_interval_s: s.poll_interval.map(|d| d.as_secs()),
-            last_poll: live.last_poll,
-            next_poll: live.next_poll,
-            last_poll_error: live.last_poll_error.clone(),
-            watching_until: live.watching_until,
-        });
+        services.push(service_view(ctx, s, live).await);
     }
     Document {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: live.map(Status::started_at),
         uptime_s: live.map(|l| l.uptime().as_secs()),
         generated_at: now_ms(),
@@ -252,10 +220,85 @@ pub async fn document(ctx: &crate::context::Context, live: Option<&Status>) -> D
     }
 }
 
+async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -> ServiceView {
+    let state = ctx.store.service_state(&s.name).ok().flatten();
+    let last = ctx
+        .store
+        .deploys(Some(&s.name), 1)
+        .ok()
+        .and_then(|d| d.into_iter().next());
+    let deployed_by = state
+        .as_ref()
+        .and_then(|st| st.deploy_id)
+        .and_then(|id| ctx.store.deploy(id).ok().flatten())
+        .map(|d| d.trigger);
+    let (container, running_digest, health) = running(ctx, s).await;
+    let live = live.map(|l| l.get(&s.name)).unwrap_or_default();
+    ServiceView {
+        name: s.name.clone(),
+        environment: s.environment.clone(),
+        image: s.image.to_string(),
+        track: s.track.to_string(),
+        host: s.host.clone(),
+        tag: state.as_ref().and_then(|st| st.tag.clone()),
+        digest: state.as_ref().map(|st| st.digest.clone()),
+        deployed_at: state.as_ref().map(|st| st.deployed_at),
+        deployed_by,
+        previous_digest: state.as_ref().and_then(|st| st.previous_digest.clone()),
+        container,
+        running_digest,
+        health,
+        state: state_now(live.state, last.as_ref()),
+        step: live.step.clone().or_else(|| {
+            last.as_ref()
+                .filter(|d| d.outcome == Outcome::Running)
+                .and_then(|d| d.step.clone())
+        }),
+        trigger: live.trigger.clone(),
+        last_rollout: last.map(LastRollout::from),
+        promote_from: s.promote_from.clone(),
+        poll_interval_s: s.poll_interval.map(|d| d.as_secs()),
+        last_poll: live.last_poll,
+        next_poll: live.next_poll,
+        last_poll_error: live.last_poll_error.clone(),
+        watching_until: live.watching_until,
+    }
+}
+
+/// What Docker runs for `s` now: the container's name, its digest, and its health.
+async fn running(ctx: &Context, s: &ServiceConfig) -> (Option<String>, Option<String>, String) {
+    match crate::docker::service::current(ctx.lookup(), s).await {
+        Ok(r) => {
+            let status = r.status();
+            let health = match (status.running, status.health) {
+                (false, _) => "down".to_string(),
+                (true, Health::None) => "running".to_string(),
+                (true, h) => h.as_str().to_string(),
+            };
+            (
+                Some(crate::docker::compose::container_name(&r.inspect)),
+                r.digest.map(|d| d.to_string()),
+                health,
+            )
+        }
+        Err(CurrentError::NotRunning { .. }) => (None, None, "down".to_string()),
+        Err(e) => (None, None, format!("unknown: {e}")),
+    }
+}
+
+/// A failed last rollout shows as failed until the next one; the live state otherwise
+/// says what the queue is doing.
+fn state_now(live: State, last: Option<&Deploy>) -> State {
+    match (live, last) {
+        (State::Idle, Some(d)) if d.outcome.is_failure() => State::Failed,
+        (State::Idle, Some(d)) if d.outcome == Outcome::Running => State::Rolling,
+        (state, _) => state,
+    }
+}
+
 /// A document with one service per case the renderings tell apart, for their tests.
 #[cfg(test)]
 pub(crate) fn example() -> Document {
-    use crate::store::Outcome;
     let digest = |c: &str| Some(format!("sha256:{}", c.repeat(64)));
     let last = |id: i64, outcome: Outcome, error: Option<&str>, finished_at: Option<i64>| {
         Some(LastRollout {
@@ -368,7 +411,7 @@ pub(crate) fn example() -> Document {
         },
     ];
     Document {
-        version: "0.1.0",
+        version: "0.1.0".into(),
         started_at: Some(100_000),
         uptime_s: Some(900),
         generated_at: 1_000_000,
