@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::report::status::Document;
 use crate::secret::Secret;
 use crate::store::Deploy;
 
@@ -109,8 +110,9 @@ impl Client {
         }
     }
 
-    pub async fn status(&self) -> Result<Value, ClientError> {
-        self.send("/status", self.get("/status")).await
+    pub async fn status(&self) -> Result<Document, ClientError> {
+        let value = self.send("/status", self.get("/status")).await?;
+        decode("/status", value)
     }
 
     pub async fn deploys(
@@ -123,10 +125,7 @@ impl Client {
             path.push_str(&format!("&service={s}"));
         }
         let value = self.send("/api/deploys", self.get(&path)).await?;
-        serde_json::from_value(value).map_err(|e| ClientError::Protocol {
-            what: "/api/deploys".into(),
-            detail: e.to_string(),
-        })
+        decode("/api/deploys", value)
     }
 
     /// `POST /api/services/<service>/<action>`.
@@ -192,4 +191,12 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+}
+
+/// The typed form of what the daemon answered at `what`.
+fn decode<T: serde::de::DeserializeOwned>(what: &str, value: Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Protocol {
+        what: what.to_string(),
+        detail: e.to_string(),
+    })
 }

@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn page_is_byte_identical_to_the_pinned_one() {
         assert_eq!(
-            render(&crate::report::status::example()),
+            render(&crate::report::example::example()),
             include_str!("testdata/status.html")
         );
     }

@@ -1,0 +1,196 @@
+//! What the command line prints: the `hoist status` table, `hoist history` lines, how a
+//! rollout ended, and step timings.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::image::short_hex;
+use crate::report::page;
+use crate::report::status::{Document, ServiceView, State};
+use crate::store::{Deploy, Outcome};
+
+const COLUMNS: [&str; 8] = [
+    "SERVICE",
+    "ENV",
+    "STATE",
+    "HEALTH",
+    "DEPLOYED",
+    "SINCE",
+    "BY",
+    "LAST ROLLOUT",
+];
+
+/// The compact table of `hoist status`, then a line per problem.
+pub fn format_status(doc: &Document) -> String {
+    let mut rows = vec![COLUMNS.map(String::from)];
+    let mut problems = Vec::new();
+    for s in &doc.services {
+        rows.push(status_row(s, doc.generated_at));
+        problems.extend(service_problems(s));
+    }
+    let mut out = table(&rows);
+    for p in problems {
+        out.push_str(&format!("! {p}\n"));
+    }
+    out
+}
+
+/// `hoist status --json`: through a `Value`, whose keys are sorted, as it has always
+/// printed them.
+pub fn status_json(doc: &Document) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::to_value(doc)?)
+}
+
+fn status_row(s: &ServiceView, now: i64) -> [String; 8] {
+    let state = match (s.state, &s.step) {
+        (State::Rolling, Some(step)) => format!("rolling:{step}"),
+        (state, _) => state.as_str().to_string(),
+    };
+    let deployed = match (&s.digest, &s.tag) {
+        (Some(d), Some(t)) => format!("{t}@{}", short_hex(d)),
+        (Some(d), None) => short_hex(d).to_string(),
+        (None, _) => "-".into(),
+    };
+    let since = s
+        .deployed_at
+        .map_or("-".into(), |at| page::relative(at, now));
+    let last = s
+        .last_rollout
+        .as_ref()
+        .map_or("-".into(), |r| format!("#{} {}", r.id, r.outcome.as_str()));
+    [
+        s.name.clone(),
+        s.environment.clone(),
+        state,
+        s.health.clone(),
+        deployed,
+        since,
+        s.deployed_by.clone().unwrap_or_else(|| "-".into()),
+        last,
+    ]
+}
+
+/// Under the table: the first line of an unsuccessful last rollout's error, and the last
+/// poll's error.
+fn service_problems(s: &ServiceView) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(r) = &s.last_rollout
+        && let Some(e) = &r.error
+        && r.outcome.is_finished()
+        && !r.outcome.is_success()
+    {
+        problems.push(format!("{}: {}", s.name, e.lines().next().unwrap_or(e)));
+    }
+    if let Some(e) = &s.last_poll_error {
+        problems.push(format!("{}: poll: {e}", s.name));
+    }
+    problems
+}
+
+/// Each column as wide as its widest cell, two spaces apart, no blanks at line ends.
+fn table(rows: &[[String; 8]]) -> String {
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One journal entry of `hoist history`: a summary line, its steps, its error.
+pub fn format_deploy(d: &Deploy) -> String {
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(d.started_at).unwrap_or(0)),
+    );
+    let total = d
+        .finished_at
+        .map(|f| format!("{:.1}s", (f - d.started_at) as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let short = |digest: &Option<String>| digest.as_deref().map_or("?", short_hex).to_string();
+    let mut out = format!(
+        "#{:<5} {:<14} {:<8} {:<12} {}  {:<10} target {}  {} -> {}  {}\n",
+        d.id,
+        d.service,
+        d.environment,
+        d.outcome.as_str(),
+        when,
+        d.trigger,
+        d.target,
+        short(&d.from_digest),
+        short(&d.to_digest),
+        total
+    );
+    if !d.steps.is_empty() {
+        let steps: Vec<String> = d
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}{} {}",
+                    if s.ok { "" } else { "✗" },
+                    s.step,
+                    format_ms(s.duration_ms)
+                )
+            })
+            .collect();
+        out.push_str(&format!("       {}\n", steps.join(" · ")));
+    }
+    if let Some(e) = &d.error {
+        for (i, line) in e.lines().enumerate() {
+            out.push_str(&format!(
+                "       {}{line}\n",
+                if i == 0 { "error: " } else { "  " }
+            ));
+        }
+    }
+    out
+}
+
+pub fn format_ms(ms: i64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// How a rollout ended, in one line, the same whether it ran in the CLI or in the daemon.
+pub struct Ended<'a> {
+    pub service: &'a str,
+    pub outcome: Outcome,
+    /// The digest rolled to, shortened, or `-`.
+    pub to: &'a str,
+    /// The step that failed, or `-`.
+    pub step: &'a str,
+    pub deploy_id: i64,
+}
+
+impl fmt::Display for Ended<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (service, to, id) = (self.service, self.to, self.deploy_id);
+        match self.outcome {
+            Outcome::Succeeded => write!(f, "{service} deployed {to} (deploy #{id})"),
+            Outcome::Noop => write!(
+                f,
+                "{service} already runs {to}; nothing to do (deploy #{id})"
+            ),
+            outcome => write!(
+                f,
+                "{service} {}: {} step failed (deploy #{id})",
+                outcome.as_str().replace('_', " "),
+                self.step
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
