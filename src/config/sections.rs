@@ -1,0 +1,253 @@
+//! The readers of the config's sections other than `[[services]]`: `[state]`, `[docker]`,
+//! `[traefik]`, `[server]`, `[github]`, `[environments.*]` and `[[registries]]`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use super::checks::{check_registry_hosts, is_docker_name, is_http_url, is_label_name};
+use super::walker::{Problems, SecretReader, Section};
+use super::{
+    Credentials, DockerConfig, EnvironmentConfig, GithubConfig, RegistryConfig, ServerConfig,
+    StateConfig, TraefikConfig,
+};
+
+pub(super) fn read_state(table: &Table, p: &mut Problems) -> StateConfig {
+    let mut s = Section::new("state", table);
+    let state_dir = s
+        .opt_str(p, "dir")
+        .unwrap_or_else(|| "/var/lib/hoist".into());
+    if state_dir.is_empty() || !Path::new(&state_dir).is_absolute() {
+        p.add(
+            "state.dir",
+            format!("`{state_dir}` must be an absolute path"),
+        );
+    }
+    s.finish(p);
+    StateConfig {
+        dir: PathBuf::from(state_dir),
+    }
+}
+
+pub(super) fn read_docker(table: &Table, p: &mut Problems) -> DockerConfig {
+    let mut d = Section::new("docker", table);
+    let docker_host = d.opt_str(p, "host");
+    if let Some(h) = &docker_host
+        && !["unix://", "tcp://", "http://", "https://"]
+            .iter()
+            .any(|scheme| h.starts_with(scheme))
+    {
+        p.add(
+            "docker.host",
+            format!("`{h}` must start with unix://, tcp://, http:// or https://"),
+        );
+    }
+    d.finish(p);
+    DockerConfig { host: docker_host }
+}
+
+pub(super) fn read_github(
+    table: &Table,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> GithubConfig {
+    let mut g = Section::new("github", table);
+    let webhook_secret = secrets.optional(p, &mut g, "webhook_secret_file", "webhook_secret_env");
+    let token = secrets.optional(p, &mut g, "token_file", "token_env");
+    let api_url = g
+        .opt_str(p, "api_url")
+        .unwrap_or_else(|| "https://api.github.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !is_http_url(&api_url) {
+        p.add(
+            "github.api_url",
+            format!("`{api_url}` is not an http(s) URL"),
+        );
+    }
+    g.finish(p);
+    GithubConfig {
+        webhook_secret,
+        token,
+        api_url,
+    }
+}
+
+pub(super) fn read_traefik(table: &Table, p: &mut Problems) -> Option<TraefikConfig> {
+    let mut t = Section::new("traefik", table);
+    let network = t.opt_str(p, "network").unwrap_or_else(|| "web".into());
+    if !is_docker_name(&network) {
+        p.add(
+            "traefik.network",
+            format!("`{network}` is not a valid Docker network name"),
+        );
+    }
+    let entrypoints = t
+        .opt_str_list(p, "entrypoints")
+        .unwrap_or_else(|| vec!["websecure".into()]);
+    if entrypoints.is_empty() {
+        p.add("traefik.entrypoints", "must name at least one entrypoint");
+    }
+    for (i, e) in entrypoints.iter().enumerate() {
+        if !is_label_name(e) {
+            p.add(
+                format!("traefik.entrypoints[{i}]"),
+                format!("`{e}` is not a valid entrypoint name (letters, digits, - and _)"),
+            );
+        }
+    }
+    let cert_resolver = t.opt_str(p, "cert_resolver");
+    if let Some(c) = &cert_resolver
+        && !is_label_name(c)
+    {
+        p.add(
+            "traefik.cert_resolver",
+            format!("`{c}` is not a valid resolver name (letters, digits, - and _)"),
+        );
+    }
+    let throttle = t.duration(p, "throttle", Duration::from_secs(2));
+    let api_url = t
+        .opt_str(p, "api_url")
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &api_url
+        && !is_http_url(u)
+    {
+        p.add("traefik.api_url", format!("`{u}` is not an http(s) URL"));
+    }
+    t.finish(p);
+    Some(TraefikConfig {
+        network,
+        entrypoints,
+        cert_resolver,
+        throttle: throttle?,
+        api_url,
+    })
+}
+
+pub(super) fn read_server(
+    table: &Table,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> Option<ServerConfig> {
+    let mut s = Section::new("server", table);
+    let listen = s
+        .opt_str(p, "listen")
+        .unwrap_or_else(|| "127.0.0.1:9480".into());
+    let listen = match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.add(
+                "server.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:9480"),
+            );
+            None
+        }
+    };
+    let shutdown_grace = s.duration(p, "shutdown_grace", Duration::from_secs(60));
+    let max_parallel = match s.opt_int(p, "max_parallel") {
+        None => Some(2),
+        Some(n) if (1..=64).contains(&n) => usize::try_from(n).ok(),
+        Some(n) => {
+            p.add("server.max_parallel", format!("{n} is out of range (1-64)"));
+            None
+        }
+    };
+    let admin_token = secrets.optional(p, &mut s, "admin_token_file", "admin_token_env");
+    let status_token = secrets.optional(p, &mut s, "status_token_file", "status_token_env");
+    let public_url = s
+        .opt_str(p, "public_url")
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &public_url
+        && !is_http_url(u)
+    {
+        p.add("server.public_url", format!("`{u}` is not an http(s) URL"));
+    }
+    s.finish(p);
+    Some(ServerConfig {
+        listen: listen?,
+        shutdown_grace: shutdown_grace?,
+        max_parallel: max_parallel?,
+        admin_token,
+        status_token,
+        public_url,
+    })
+}
+
+pub(super) fn read_environments(
+    table: &Table,
+    p: &mut Problems,
+) -> BTreeMap<String, EnvironmentConfig> {
+    let mut out = BTreeMap::new();
+    for (name, value) in table {
+        let key = format!("environments.{name}");
+        let Value::Table(t) = value else {
+            p.add(key, format!("expected a table, found {}", value.type_str()));
+            continue;
+        };
+        let mut e = Section::new(key.clone(), t);
+        let notify_url = e.opt_str(p, "notify_url");
+        if let Some(u) = &notify_url
+            && !is_http_url(u)
+        {
+            p.add(
+                format!("{key}.notify_url"),
+                format!("`{u}` is not an http(s) URL"),
+            );
+        }
+        e.finish(p);
+        out.insert(name.clone(), EnvironmentConfig { notify_url });
+    }
+    out
+}
+
+/// Every `[[registries]]` entry that could be read, each host at most once.
+pub(super) fn read_registries(
+    top: &mut Section<'_>,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> Vec<RegistryConfig> {
+    let mut registries = Vec::new();
+    for (path, table) in top.opt_table_list(p, "registries") {
+        if let Some(r) = read_registry(Section::new(path, table), p, secrets) {
+            registries.push(r);
+        }
+    }
+    check_registry_hosts(&registries, p);
+    registries
+}
+
+fn read_registry(
+    mut r: Section<'_>,
+    p: &mut Problems,
+    secrets: &mut SecretReader,
+) -> Option<RegistryConfig> {
+    let host = r.str(p, "host");
+    let username = r.opt_str(p, "username");
+    let insecure = r.opt_bool(p, "insecure").unwrap_or(false);
+    let password = r.secret(p, "password_file", "password_env");
+    let credentials = match (username, password) {
+        (Some(username), Ok(Some(source))) => secrets
+            .read(p, source)
+            .map(|password| Credentials { username, password }),
+        (Some(_), Ok(None)) => {
+            p.add(
+                r.key("username"),
+                "a username needs password_file or password_env",
+            );
+            None
+        }
+        (None, Ok(Some(_))) => {
+            p.add(r.key("username"), "missing (a password was given)");
+            None
+        }
+        _ => None,
+    };
+    r.finish(p);
+    Some(RegistryConfig {
+        host: host?,
+        credentials,
+        insecure,
+    })
+}
