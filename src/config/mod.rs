@@ -223,9 +223,14 @@ impl Config {
 
     /// The configured registry entry for a repository's registry host, if any.
     pub fn registry_for(&self, repo: &Repository) -> Option<&RegistryConfig> {
-        self.registries
-            .iter()
-            .find(|r| r.host == repo.registry() || r.host == repo.api_host())
+        self.registries.iter().find(|r| r.serves(repo))
+    }
+}
+
+impl RegistryConfig {
+    /// Whether this entry is for `repo`'s registry, named as in the image or as its API host.
+    pub fn serves(&self, repo: &Repository) -> bool {
+        self.host == repo.registry() || self.host == repo.api_host()
     }
 }
 

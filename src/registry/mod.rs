@@ -5,18 +5,20 @@
 //! fetching a token from its realm (with Basic credentials for private images), a `Basic`
 //! challenge by sending the credentials directly. Tokens are cached until they expire.
 
+mod auth;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
 use reqwest::{StatusCode, header};
 use sha2::Digest as _;
 
 use crate::config::{Config, Credentials, RegistryConfig, Track};
 use crate::image::{Digest, Repository};
-use crate::secret::Secret;
+use crate::util::http_client;
+use auth::{AuthCache, Challenge, docker_config_path, read_docker_config};
 
 /// Every manifest type Docker can run; without these a registry may answer with an old
 /// schema or, for a multi-arch image, a manifest whose digest differs from the index.
@@ -82,17 +84,11 @@ pub struct Resolved {
 }
 
 pub struct Registry {
-    http: reqwest::Client,
+    /// `Err` holds why the client could not be built; every request then fails with it.
+    http: Result<reqwest::Client, String>,
     configured: Vec<RegistryConfig>,
     docker_config: HashMap<String, Credentials>,
-    /// Authorization header per (registry host, scope).
-    auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
-}
-
-#[derive(Clone)]
-struct CachedAuth {
-    header: Secret,
-    expires: Option<Instant>,
+    auth_cache: Mutex<AuthCache>,
 }
 
 impl Registry {
@@ -102,12 +98,12 @@ impl Registry {
 
     /// Like [`Registry::new`] with an explicit `config.json` (tests use their own).
     pub fn with_docker_config(config: &Config, docker_config: Option<PathBuf>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = http_client(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION"))),
+        );
         Registry {
             http,
             configured: config.registries.clone(),
@@ -116,22 +112,6 @@ impl Registry {
                 .unwrap_or_default(),
             auth_cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Credentials for `repo`'s registry: the config first, then `~/.docker/config.json`.
-    pub fn credentials_for(&self, repo: &Repository) -> Option<Credentials> {
-        self.configured
-            .iter()
-            .find(|r| r.host == repo.registry() || r.host == repo.api_host())
-            .and_then(|r| r.credentials.clone())
-            .or_else(|| {
-                let key = if repo.registry() == "docker.io" {
-                    "https://index.docker.io/v1/"
-                } else {
-                    repo.registry()
-                };
-                self.docker_config.get(key).cloned()
-            })
     }
 
     /// Resolves what a service tracks to a digest: a tag by HEAD, a `semver:` track by listing
@@ -245,17 +225,24 @@ impl Registry {
     }
 
     fn origin(&self, repo: &Repository) -> String {
-        let insecure = repo.is_loopback()
-            || self
-                .configured
-                .iter()
-                .any(|r| r.insecure && (r.host == repo.registry() || r.host == repo.api_host()));
+        let insecure =
+            repo.is_loopback() || self.configured.iter().any(|r| r.insecure && r.serves(repo));
         let scheme = if insecure { "http" } else { "https" };
         format!("{scheme}://{}", repo.api_host())
     }
 
     fn base(&self, repo: &Repository) -> String {
         format!("{}/v2/{}", self.origin(repo), repo.path())
+    }
+
+    /// The HTTP client, or why there is none as the error of a request to `repo`.
+    fn http(&self, repo: &Repository) -> Result<&reqwest::Client, RegistryError> {
+        self.http
+            .as_ref()
+            .map_err(|detail| RegistryError::Unreachable {
+                host: repo.api_host().to_string(),
+                detail: detail.clone(),
+            })
     }
 
     /// Sends a request, answering one authentication challenge if the registry poses it.
@@ -265,10 +252,11 @@ impl Registry {
         what: &str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, RegistryError> {
+        let http = self.http(repo)?;
         let scope = format!("repository:{}:pull", repo.path());
         let key = (repo.api_host().to_string(), scope.clone());
         let cached = self.cached_auth(&key);
-        let mut request = build(&self.http);
+        let mut request = build(http);
         if let Some(auth) = &cached {
             request = request.header(header::AUTHORIZATION, auth.expose());
         }
@@ -289,46 +277,18 @@ impl Registry {
                 repo: repo.to_string(),
                 detail: "HTTP 401 without an authentication challenge".into(),
             })?;
-        let credentials = self.credentials_for(repo);
         let basic_challenge = challenge == Challenge::Basic;
-        let auth = match challenge {
-            Challenge::Basic => {
-                let Some(c) = credentials else {
-                    return Err(self.unauthorized(repo, "credentials required, none configured"));
-                };
-                if cached.is_some() {
-                    return Err(self.unauthorized(repo, "the configured credentials were rejected"));
-                }
-                CachedAuth {
-                    header: Secret::new(format!("Basic {}", basic(&c))),
-                    expires: None,
-                }
-            }
-            Challenge::Bearer { realm, service } => {
-                self.fetch_token(
-                    repo,
-                    &realm,
-                    service.as_deref(),
-                    &scope,
-                    credentials.as_ref(),
-                )
-                .await?
-            }
-        };
-        self.auth_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), auth.clone());
-        let response = build(&self.http)
+        let auth = self
+            .answer(repo, challenge, &scope, cached.is_some())
+            .await?;
+        self.remember_auth(key.clone(), auth.clone());
+        let response = build(http)
             .header(header::AUTHORIZATION, auth.header.expose())
             .send()
             .await
             .map_err(|e| self.unreachable(repo, e))?;
         if response.status() == StatusCode::UNAUTHORIZED {
-            self.auth_cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            self.forget_auth(&key);
             let why = if basic_challenge {
                 "the registry rejected the configured credentials"
             } else {
@@ -337,73 +297,6 @@ impl Registry {
             return Err(self.unauthorized(repo, &format!("{what}: {why}")));
         }
         self.check_rate_limit(repo, response)
-    }
-
-    fn cached_auth(&self, key: &(String, String)) -> Option<Secret> {
-        let mut cache = self.auth_cache.lock().unwrap_or_else(|e| e.into_inner());
-        match cache.get(key) {
-            Some(a) if a.expires.is_none_or(|t| t > Instant::now()) => Some(a.header.clone()),
-            Some(_) => {
-                cache.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    async fn fetch_token(
-        &self,
-        repo: &Repository,
-        realm: &str,
-        service: Option<&str>,
-        scope: &str,
-        credentials: Option<&Credentials>,
-    ) -> Result<CachedAuth, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct TokenResponse {
-            token: Option<String>,
-            access_token: Option<String>,
-            expires_in: Option<u64>,
-        }
-        let mut query = vec![("scope", scope)];
-        if let Some(s) = service {
-            query.push(("service", s));
-        }
-        let mut request = self.http.get(realm).query(&query);
-        if let Some(c) = credentials {
-            request = request.header(header::AUTHORIZATION, format!("Basic {}", basic(c)));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.unreachable(repo, e))?;
-        let status = response.status();
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(self.unauthorized(
-                repo,
-                if credentials.is_some() {
-                    "the token service rejected the configured credentials"
-                } else {
-                    "the token service wants credentials; configure [[registries]]"
-                },
-            ));
-        }
-        if !status.is_success() {
-            return Err(self.status_error(repo, "a registry token", response).await);
-        }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|e| self.protocol(repo, "a registry token", e.to_string()))?;
-        let token = body.token.or(body.access_token).ok_or_else(|| {
-            self.protocol(repo, "a registry token", "no token in the answer".into())
-        })?;
-        // The spec's default lifetime is 60 s; renew a little early.
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(20));
-        Ok(CachedAuth {
-            header: Secret::new(format!("Bearer {token}")),
-            expires: Some(Instant::now() + lifetime - Duration::from_secs(10)),
-        })
     }
 
     fn check_rate_limit(
@@ -478,14 +371,6 @@ impl Registry {
     }
 }
 
-fn basic(c: &Credentials) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        c.username,
-        c.password.expose()
-    ))
-}
-
 /// The newest version among `tags` that satisfies `req`; tags may carry a leading `v`.
 /// Pre-releases only match when the requirement names one (semver's own rule).
 pub fn newest_matching(tags: &[String], req: &semver::VersionReq) -> Option<String> {
@@ -496,62 +381,6 @@ pub fn newest_matching(tags: &[String], req: &semver::VersionReq) -> Option<Stri
         })
         .max_by(|(a, ta), (b, tb)| a.cmp(b).then_with(|| tb.cmp(ta)))
         .map(|(_, tag)| tag.clone())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Challenge {
-    Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
-}
-
-impl Challenge {
-    /// Parses `Bearer realm="..",service="..",scope=".."` or `Basic realm=".."`. Quoted values
-    /// may contain commas (scopes do), so this is a small tokenizer rather than a split.
-    fn parse(header: &str) -> Challenge {
-        let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Challenge::Basic;
-        }
-        let params = parse_params(rest);
-        match params.get("realm") {
-            Some(realm) => Challenge::Bearer {
-                realm: realm.clone(),
-                service: params.get("service").cloned(),
-            },
-            None => Challenge::Basic,
-        }
-    }
-}
-
-fn parse_params(text: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            return out;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            value = chars.by_ref().take_while(|c| *c != ',').collect();
-        }
-        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
-    }
 }
 
 /// The target of `Link: </v2/x/tags/list?last=a&n=10>; rel="next"`.
@@ -567,99 +396,9 @@ fn next_link(header: &str) -> Option<String> {
     })
 }
 
-fn docker_config_path() -> Option<PathBuf> {
-    std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-        .map(|dir| dir.join("config.json"))
-}
-
-/// Reads the `auths` of a Docker client config; credential helpers are not supported (hoist
-/// runs unattended) and are skipped.
-fn read_docker_config(path: &std::path::Path) -> HashMap<String, Credentials> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(default)]
-        auths: HashMap<String, Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        auth: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
-    };
-    let file: File = match serde_json::from_str(&text) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable Docker client config");
-            return HashMap::new();
-        }
-    };
-    file.auths
-        .into_iter()
-        .filter_map(|(host, entry)| {
-            let (username, password) = match (entry.username, entry.password, entry.auth) {
-                (Some(u), Some(p), _) => (u, p),
-                (_, _, Some(auth)) => {
-                    let decoded = base64::engine::general_purpose::STANDARD
-                        .decode(auth)
-                        .ok()?;
-                    let text = String::from_utf8(decoded).ok()?;
-                    let (u, p) = text.split_once(':')?;
-                    (u.to_string(), p.to_string())
-                }
-                _ => return None,
-            };
-            let host = host
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string();
-            let host = if host == "index.docker.io/v1" {
-                "https://index.docker.io/v1/".to_string()
-            } else {
-                host
-            };
-            Some((
-                host,
-                Credentials {
-                    username,
-                    password: Secret::new(password),
-                },
-            ))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_challenges() {
-        assert_eq!(
-            Challenge::parse(
-                r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull,push""#
-            ),
-            Challenge::Bearer {
-                realm: "https://ghcr.io/token".into(),
-                service: Some("ghcr.io".into())
-            }
-        );
-        assert_eq!(
-            Challenge::parse(r#"Basic realm="basic-realm""#),
-            Challenge::Basic
-        );
-        assert_eq!(
-            parse_params(r#"realm="a,b", scope="x""#)
-                .get("scope")
-                .map(String::as_str),
-            Some("x")
-        );
-    }
 
     #[test]
     fn follows_next_links() {
@@ -688,23 +427,5 @@ mod tests {
         assert_eq!(newest_matching(&tags, &pre).as_deref(), Some("v1.4.0-rc.1"));
         let none = semver::VersionReq::parse("^3").unwrap();
         assert_eq!(newest_matching(&tags, &none), None);
-    }
-
-    #[test]
-    fn reads_docker_client_config() {
-        let dir = std::env::temp_dir().join(format!("hoist-dcfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
-        let auth = base64::engine::general_purpose::STANDARD.encode("bot:tok:en");
-        std::fs::write(
-            &path,
-            format!(r#"{{"auths":{{"ghcr.io":{{"auth":"{auth}"}},"https://index.docker.io/v1/":{{"username":"u","password":"p"}}}},"credsStore":"desktop"}}"#),
-        )
-        .unwrap();
-        let creds = read_docker_config(&path);
-        assert_eq!(creds["ghcr.io"].username, "bot");
-        assert_eq!(creds["ghcr.io"].password.expose(), "tok:en");
-        assert_eq!(creds["https://index.docker.io/v1/"].username, "u");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
