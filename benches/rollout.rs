@@ -8,7 +8,7 @@
 //! effect, the configured drain, the app stopping). It is shown with and without the
 //! Docker engine's own time to create, start and remove containers (`engine`), which on
 //! this machine's fuse-overlayfs storage is most of it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -9,7 +9,7 @@
 //! at most one check at a time): the full path a real delivery takes. The load comes from
 //! `wrk` (Debian package `wrk`), which leaves the two cores to the daemon; the daemon's CPU
 //! time per delivery is read from /proc.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

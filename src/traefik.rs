@@ -130,7 +130,8 @@ pub struct RoutingTimeout {
 pub struct Routing {
     api_url: Option<String>,
     throttle: Duration,
-    http: reqwest::Client,
+    /// `Err`: why there is no client; asking the API then fails with it.
+    http: Result<reqwest::Client, String>,
 }
 
 /// Whether a change was seen in Traefik's API or only waited for.
@@ -145,10 +146,9 @@ impl Routing {
         Routing {
             api_url: traefik.api_url.clone(),
             throttle: traefik.throttle,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http: crate::util::http_client(
+                reqwest::Client::builder().timeout(Duration::from_secs(5)),
+            ),
         }
     }
 
@@ -218,7 +218,8 @@ impl Routing {
         struct Server {
             url: String,
         }
-        let response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let http = self.http.as_ref().map_err(Clone::clone)?;
+        let response = http.get(url).send().await.map_err(|e| e.to_string())?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }

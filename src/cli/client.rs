@@ -33,20 +33,25 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: &str, config: &Config) -> Client {
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+    /// Fails only when no HTTP client can be built (the TLS backend cannot be set up).
+    pub fn new(base: &str, config: &Config) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let http =
+            crate::util::http_client(builder).map_err(|detail| ClientError::Unreachable {
+                url: base.clone(),
+                detail,
+            })?;
+        Ok(Client {
+            base,
+            http,
             admin: config.server.admin_token.clone(),
             read: config
                 .server
                 .status_token
                 .clone()
                 .or_else(|| config.server.admin_token.clone()),
-        }
+        })
     }
 
     /// `http://<server.listen>`, with an unspecified address (0.0.0.0) replaced by loopback.

@@ -15,7 +15,7 @@ use crate::rollout::Target;
 async fn daemon(config: &Config, url: Option<&str>) -> anyhow::Result<Option<Client>> {
     match url {
         Some(u) => {
-            let client = Client::new(u, config);
+            let client = Client::new(u, config)?;
             anyhow::ensure!(
                 client.reachable().await,
                 "no hoist serve answers at {u} (--url)"
@@ -23,7 +23,7 @@ async fn daemon(config: &Config, url: Option<&str>) -> anyhow::Result<Option<Cli
             Ok(Some(client))
         }
         None => {
-            let client = Client::new(&Client::default_url(config), config);
+            let client = Client::new(&Client::default_url(config), config)?;
             Ok(client.reachable().await.then_some(client))
         }
     }
@@ -51,7 +51,14 @@ pub(super) async fn source(
         return Ok(Source::Local);
     };
     Ok(match Config::load(path, Secrets::Load) {
-        Ok(config) => Source::Daemon(Client::new(client.url(), &config)),
+        Ok(config) => match Client::new(client.url(), &config) {
+            Ok(client) => Source::Daemon(client),
+            // No HTTP client can be built: said, like unreadable secrets.
+            Err(e) => {
+                eprintln!("error: {e}");
+                Source::NoTokens
+            }
+        },
         Err(e) => {
             eprintln!("error: {e}");
             Source::NoTokens

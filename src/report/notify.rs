@@ -17,17 +17,15 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Notifier {
-    http: reqwest::Client,
+    /// `Err`: why there is no client; each notification is then logged as not delivered.
+    http: Result<reqwest::Client, String>,
     config: std::sync::Arc<Config>,
 }
 
 impl Notifier {
     pub fn new(config: std::sync::Arc<Config>) -> Self {
         Notifier {
-            http: reqwest::Client::builder()
-                .timeout(TIMEOUT)
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http: crate::util::http_client(reqwest::Client::builder().timeout(TIMEOUT)),
             config,
         }
     }
@@ -45,7 +43,13 @@ impl Notifier {
         let Some(text) = message(service, report, self.config.server.public_url.as_deref()) else {
             return;
         };
-        let http = self.http.clone();
+        let http = match &self.http {
+            Ok(http) => http.clone(),
+            Err(e) => {
+                tracing::warn!(service = %service.name, error = %e, "Notification not delivered");
+                return;
+            }
+        };
         let name = service.name.clone();
         tokio::spawn(async move {
             let mut wait = FIRST_RETRY;

@@ -2,7 +2,7 @@
 //! Compose (v2 and v1), the real `hoist` binary, traffic through the real Traefik.
 //! Run with `cargo test --features test-support` (see README).
 // Test code: a panic is how a test fails.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../support/mod.rs"]
 mod support;
