@@ -19,7 +19,8 @@ use crate::context::Context;
 use crate::docker::compose;
 use crate::docker::engine::{Health, short};
 use crate::image::Digest;
-use crate::rollout::{self, Clocks, Quiet, Scope, Step, StepError};
+use crate::rollout::withdraw::{created_by, record_current, retire, take_out};
+use crate::rollout::{Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,7 @@ async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<()
         tracing::warn!(service = %service.name, deploy = deploy_id, container = short(id),
             "Withdrawing a container left over by a failed rollout");
         let clocks = Clocks::default();
-        rollout::retire(ctx, service, id, Scope::new(&Quiet, Step::Drain, &clocks))
+        retire(ctx, service, id, Scope::new(&Quiet, Step::Drain, &clocks))
             .await
             .map_err(|source| RecoverError::Step {
                 id: deploy_id,
@@ -103,7 +104,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         .as_deref()
         .and_then(Step::parse)
         .unwrap_or(Step::Resolve);
-    let mut new_ids: Vec<String> = rollout::created_by(ctx, service, d.id)
+    let mut new_ids: Vec<String> = created_by(ctx, service, d.id)
         .await?
         .into_iter()
         .filter_map(|c| c.id)
@@ -136,12 +137,12 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     {
         if let Some((old_id, inspect)) = &old {
             let ip = compose::ip_on(inspect, &ctx.config.traefik.network);
-            rollout::take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
+            take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
         }
         for other in new_ids.iter().filter(|id| **id != new) {
-            rollout::retire(ctx, service, other, scope).await?;
+            retire(ctx, service, other, scope).await?;
         }
-        rollout::record_current(ctx, service, d.to_tag.as_deref(), &digest, d.id)?;
+        record_current(ctx, service, d.to_tag.as_deref(), &digest, d.id)?;
         return Ok(format!(
             "{prefix}; recovery completed the rollout: {} serves {}",
             short(&new),
@@ -150,7 +151,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     }
 
     for id in &new_ids {
-        rollout::retire(ctx, service, id, scope).await?;
+        retire(ctx, service, id, scope).await?;
     }
     match &old {
         Some((old_id, inspect)) => {
