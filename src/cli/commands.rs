@@ -166,8 +166,8 @@ async fn image_healthcheck(
         .inspect_image(&reference)
         .await
         .ok()?
-        .config?
-        .healthcheck
+        .healthcheck()
+        .cloned()
 }
 
 /// `status`: the daemon's document, else one built here, as a table or as JSON.

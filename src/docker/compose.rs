@@ -15,6 +15,7 @@ use bollard::models::{
 use crate::config::ServiceConfig;
 use crate::docker::drain;
 use crate::docker::engine::short;
+use crate::docker::inspect::{Container, LocalImage};
 
 pub const PROJECT: &str = "com.docker.compose.project";
 pub const SERVICE: &str = "com.docker.compose.service";
@@ -54,6 +55,16 @@ impl ServiceContainers {
         ServiceContainers { running, all }
     }
 
+    /// Containers hoist created (any state), with the journal entry that created each.
+    pub fn created_by_hoist(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.all.iter().filter_map(|c| {
+            let deploy_id = label(c.labels.as_ref(), DEPLOY_LABEL)?
+                .parse::<i64>()
+                .ok()?;
+            Some((c.id.as_deref()?, deploy_id))
+        })
+    }
+
     /// Compose numbers containers from 1; the next one is one above the highest seen.
     pub fn next_number(&self) -> u32 {
         self.all
@@ -67,15 +78,6 @@ impl ServiceContainers {
 
 fn label<'a>(labels: Option<&'a HashMap<String, String>>, key: &str) -> Option<&'a str> {
     labels?.get(key).map(String::as_str)
-}
-
-/// The container's name without Docker's leading slash.
-pub fn container_name(c: &ContainerInspectResponse) -> String {
-    c.name
-        .as_deref()
-        .unwrap_or_default()
-        .trim_start_matches('/')
-        .to_string()
 }
 
 /// Recognises compose's naming from a container's name; `None` means a custom
@@ -102,13 +104,10 @@ pub fn numbered_name(naming: Naming, project: &str, service: &str, number: u32) 
 }
 
 /// Reasons two containers of this service cannot run side by side.
-pub fn side_by_side_blockers(
-    c: &ContainerInspectResponse,
-    project: &str,
-    service: &str,
-) -> Vec<String> {
+pub fn side_by_side_blockers(container: &Container, project: &str, service: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let name = container_name(c);
+    let name = container.name();
+    let c = container.raw();
     if naming(&name, project, service).is_none() {
         out.push(format!(
             "it has a fixed name `{name}` (container_name in the compose file); remove container_name"
@@ -154,18 +153,6 @@ pub fn side_by_side_blockers(
     out
 }
 
-/// The IP address of a container on a network.
-pub fn ip_on(c: &ContainerInspectResponse, network: &str) -> Option<String> {
-    c.network_settings
-        .as_ref()?
-        .networks
-        .as_ref()?
-        .get(network)?
-        .ip_address
-        .clone()
-        .filter(|ip| !ip.is_empty())
-}
-
 /// Everything needed to create the next container of a service.
 pub struct NewContainer {
     pub name: String,
@@ -177,8 +164,9 @@ pub struct NewContainer {
 
 /// What the rollout knows when it builds the new container.
 pub struct Template<'a> {
-    pub old: &'a ContainerInspectResponse,
-    pub old_image: Option<&'a ImageConfig>,
+    pub old: &'a Container,
+    /// The image the old container runs, if the engine still has it.
+    pub old_image: Option<&'a LocalImage>,
     /// `repo@digest`.
     pub image: &'a str,
     pub traefik_labels: &'a BTreeMap<String, String>,
@@ -195,8 +183,13 @@ pub struct Template<'a> {
 /// equal to the old image's defaults are dropped so that the new image's defaults (its CMD,
 /// ENV, labels...) apply, as `docker compose up` would do.
 pub fn build(t: Template<'_>) -> NewContainer {
-    let old_config = t.old.config.clone().unwrap_or_default();
-    let image = t.old_image.cloned().unwrap_or_default();
+    let old = t.old.raw();
+    let old_config = old.config.clone().unwrap_or_default();
+    let image = t
+        .old_image
+        .and_then(LocalImage::config)
+        .cloned()
+        .unwrap_or_default();
 
     let from_compose = |value: Option<Vec<String>>, image_value: &Option<Vec<String>>| {
         value.filter(|v| Some(v) != image_value.as_ref())
@@ -208,34 +201,22 @@ pub fn build(t: Template<'_>) -> NewContainer {
                 .collect::<Vec<_>>()
         })
     };
-    let old_id = t.old.id.as_deref().unwrap_or_default();
+    let old_id = old.id.as_deref().unwrap_or_default();
     // Docker fills Hostname with the short id when none was set; copying it would give the
     // new container the old one's name.
     let hostname = old_config
         .hostname
         .filter(|h| !old_id.starts_with(h.as_str()));
 
-    let mut labels: HashMap<String, String> = old_config
-        .labels
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, v)| {
-            !k.starts_with("traefik.")
-                && !k.starts_with("dev.hoist.")
-                && image.labels.as_ref().and_then(|l| l.get(k)) != Some(v)
-        })
-        .collect();
-    labels.extend(t.traefik_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert(NUMBER.into(), t.number.to_string());
-    labels.insert(DEPLOY_LABEL.into(), t.deploy_id.to_string());
+    let labels = new_labels(old_config.labels, &image, &t);
 
-    let mut host_config = t.old.host_config.clone().unwrap_or_default();
+    let mut host_config = old.host_config.clone().unwrap_or_default();
     // Let the engine apply its defaults for the new container rather than pinning the old
     // container's resolved values.
     host_config.masked_paths = None;
     host_config.readonly_paths = None;
 
-    let (primary, extra_networks) = networks(t.old, host_config.network_mode.as_deref(), old_id);
+    let (primary, extra_networks) = networks(old, host_config.network_mode.as_deref(), old_id);
 
     let body = ContainerCreateBody {
         hostname,
@@ -274,6 +255,29 @@ pub fn build(t: Template<'_>) -> NewContainer {
         body,
         extra_networks,
     }
+}
+
+/// The old container's labels without Traefik's, hoist's and those equal to the old image's
+/// (so the new image's apply), plus hoist's Traefik labels, the container-number and the
+/// journal entry.
+fn new_labels(
+    old: Option<HashMap<String, String>>,
+    image: &ImageConfig,
+    t: &Template<'_>,
+) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = old
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| {
+            !k.starts_with("traefik.")
+                && !k.starts_with("dev.hoist.")
+                && image.labels.as_ref().and_then(|l| l.get(k)) != Some(v)
+        })
+        .collect();
+    labels.extend(t.traefik_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.insert(NUMBER.into(), t.number.to_string());
+    labels.insert(DEPLOY_LABEL.into(), t.deploy_id.to_string());
+    labels
 }
 
 /// A network name and how to attach to it.
@@ -367,101 +371,4 @@ pub fn fragment(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bollard::models::{ContainerConfig, HostConfig, NetworkSettings};
-
-    #[test]
-    fn recognises_compose_naming() {
-        assert_eq!(
-            naming("shop_web_1", "shop", "web"),
-            Some(Naming::Underscore)
-        );
-        assert_eq!(naming("shop-web-12", "shop", "web"), Some(Naming::Dash));
-        assert_eq!(naming("my-web", "shop", "web"), None);
-        assert_eq!(naming("shop_web_", "shop", "web"), None);
-        assert_eq!(numbered_name(Naming::Dash, "shop", "web", 3), "shop-web-3");
-    }
-
-    #[test]
-    fn new_container_keeps_compose_settings_and_takes_new_image_defaults() {
-        let old_id = format!("{}{}", "abcdef012345", "0".repeat(52));
-        let old = ContainerInspectResponse {
-            id: Some(old_id.clone()),
-            name: Some("/shop_web_1".into()),
-            config: Some(ContainerConfig {
-                hostname: Some("abcdef012345".into()),
-                env: Some(vec![
-                    "PATH=/bin".into(),
-                    "DEMO_VERSION=v1".into(),
-                    "DB=postgres://db".into(),
-                ]),
-                cmd: Some(vec!["/demo".into()]),
-                labels: Some(HashMap::from([
-                    ("com.docker.compose.project".into(), "shop".into()),
-                    (NUMBER.into(), "1".into()),
-                    ("org.opencontainers.image.version".into(), "v1".into()),
-                    ("traefik.enable".into(), "true".into()),
-                ])),
-                ..Default::default()
-            }),
-            host_config: Some(HostConfig {
-                network_mode: Some("shop_web".into()),
-                binds: Some(vec!["/var/lib/hoist/drain:/hoist:ro".into()]),
-                masked_paths: Some(vec!["/proc/kcore".into()]),
-                ..Default::default()
-            }),
-            network_settings: Some(NetworkSettings {
-                networks: Some(HashMap::from([
-                    (
-                        "shop_web".into(),
-                        EndpointSettings {
-                            aliases: Some(vec!["web".into(), "abcdef012345".into()]),
-                            ip_address: Some("172.18.0.2".into()),
-                            ..Default::default()
-                        },
-                    ),
-                    ("shop_db".into(), EndpointSettings::default()),
-                ])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let old_image = ImageConfig {
-            env: Some(vec!["PATH=/bin".into(), "DEMO_VERSION=v1".into()]),
-            cmd: Some(vec!["/demo".into()]),
-            labels: Some(HashMap::from([(
-                "org.opencontainers.image.version".into(),
-                "v1".into(),
-            )])),
-            ..Default::default()
-        };
-        let traefik = BTreeMap::from([("traefik.enable".to_string(), "true".to_string())]);
-        let new = build(Template {
-            old: &old,
-            old_image: Some(&old_image),
-            image: "r/web@sha256:x",
-            traefik_labels: &traefik,
-            healthcheck: HealthConfig::default(),
-            name: "shop_web_2".into(),
-            number: 2,
-            deploy_id: 7,
-        });
-        let body = new.body;
-        assert_eq!(body.hostname, None);
-        assert_eq!(body.env, Some(vec!["DB=postgres://db".to_string()]));
-        assert_eq!(body.cmd, None, "the new image's CMD applies");
-        let labels = body.labels.unwrap();
-        assert_eq!(labels[NUMBER], "2");
-        assert_eq!(labels[DEPLOY_LABEL], "7");
-        assert!(!labels.contains_key("org.opencontainers.image.version"));
-        let host = body.host_config.unwrap();
-        assert_eq!(host.binds.unwrap(), vec!["/var/lib/hoist/drain:/hoist:ro"]);
-        assert_eq!(host.masked_paths, None);
-        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
-        assert_eq!(endpoints["shop_web"].aliases, Some(vec!["web".to_string()]));
-        assert_eq!(endpoints["shop_web"].ip_address, None);
-        assert_eq!(new.extra_networks.len(), 1);
-        assert_eq!(new.extra_networks[0].0, "shop_db");
-    }
-}
+mod tests;

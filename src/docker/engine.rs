@@ -10,7 +10,7 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings,
-    HealthStatusEnum, ImageInspect, NetworkConnectRequest,
+    HealthStatusEnum, NetworkConnectRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -20,11 +20,15 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::config::{Credentials, DockerConfig};
+use crate::docker::inspect::{Container, LocalImage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot reach the Docker engine at {host}: {detail}")]
     Unreachable { host: String, detail: String },
+    /// The engine did not answer a ping; in the engine client's own words.
+    #[error("{0}")]
+    NoAnswer(String),
     #[error("Docker engine: {action}: {detail}")]
     Call {
         action: String,
@@ -153,9 +157,13 @@ impl Engine {
         Ok(Engine { docker })
     }
 
-    /// The bollard client, for the few callers that need a raw call (tests, status).
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// Whether the engine answers now (readiness).
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::NoAnswer(e.to_string()))
     }
 
     /// Pulls `reference` (normally `repo@digest`), reporting progress lines to `progress`.
@@ -194,10 +202,11 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn inspect_image(&self, reference: &str) -> Result<ImageInspect, EngineError> {
+    pub async fn inspect_image(&self, reference: &str) -> Result<LocalImage, EngineError> {
         self.docker
             .inspect_image(reference)
             .await
+            .map(LocalImage::from)
             .map_err(|e| call_error(format!("inspect image {reference}"), e))
     }
 
@@ -220,17 +229,27 @@ impl Engine {
             .map_err(|e| call_error("list containers", e))
     }
 
-    pub async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, EngineError> {
+    /// The ids of all containers (running or not) carrying every one of `labels`.
+    pub async fn container_ids_with_labels(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<Vec<String>, EngineError> {
+        let containers = self.containers_with_labels(labels).await?;
+        Ok(containers.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<Container, EngineError> {
         self.docker
             .inspect_container(id, None)
             .await
+            .map(Container::from)
             .map_err(|e| call_error(format!("inspect container {}", short(id)), e))
     }
 
     /// `None` when the container no longer exists.
     pub async fn status(&self, id: &str) -> Result<Option<ContainerStatus>, EngineError> {
         match self.inspect(id).await {
-            Ok(c) => Ok(Some(ContainerStatus::from_inspect(&c))),
+            Ok(c) => Ok(Some(c.status())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }

@@ -2,18 +2,17 @@
 //! serves, which digest that is and whether it is healthy. Read from Docker every time:
 //! the engine, not hoist's journal, is the truth about what runs.
 
-use bollard::models::ContainerInspectResponse;
-
 use crate::config::ServiceConfig;
 use crate::docker::compose::{self, ServiceContainers};
 use crate::docker::engine::{ContainerStatus, Engine, EngineError};
+use crate::docker::inspect::Container;
 use crate::image::{self, Digest, Repository};
 
 /// The container serving a service.
 #[derive(Debug, Clone)]
 pub struct Running {
     pub id: String,
-    pub inspect: ContainerInspectResponse,
+    pub container: Container,
     /// Its address on the Traefik network.
     pub ip: Option<String>,
     /// `Config.Image` as created (a tag or `repo@digest`).
@@ -23,7 +22,7 @@ pub struct Running {
 
 impl Running {
     pub fn status(&self) -> ContainerStatus {
-        ContainerStatus::from_inspect(&self.inspect)
+        self.container.status()
     }
 }
 
@@ -95,20 +94,16 @@ pub async fn single(
 }
 
 pub async fn inspect(at: Lookup<'_>, s: &ServiceConfig, id: &str) -> Result<Running, EngineError> {
-    let inspect = at.engine.inspect(id).await?;
-    let image = inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
+    let container = at.engine.inspect(id).await?;
+    let image = container.configured_image().to_string();
     let digest = match image::split_pinned(&image) {
         Some((_, digest)) => Some(digest),
-        None => repo_digest(at, &s.image, inspect.image.as_deref()).await,
+        None => repo_digest(at, &s.image, container.image_id()).await,
     };
     Ok(Running {
         id: id.to_string(),
-        ip: compose::ip_on(&inspect, at.network),
-        inspect,
+        ip: container.ip_on(at.network),
+        container,
         image,
         digest,
     })
@@ -117,18 +112,5 @@ pub async fn inspect(at: Lookup<'_>, s: &ServiceConfig, id: &str) -> Result<Runn
 /// The digest of an image under `repo`, from the image's `RepoDigests`.
 async fn repo_digest(at: Lookup<'_>, repo: &Repository, image_id: Option<&str>) -> Option<Digest> {
     let image = at.engine.inspect_image(image_id?).await.ok()?;
-    has_digests(&image.repo_digests, repo).next()
-}
-
-/// The digests `repo_digests` lists for `repo`.
-pub fn has_digests<'a>(
-    repo_digests: &'a Option<Vec<String>>,
-    repo: &'a Repository,
-) -> impl Iterator<Item = Digest> + 'a {
-    repo_digests
-        .iter()
-        .flatten()
-        .filter_map(|d| image::split_pinned(d))
-        .filter(move |(r, _)| r == repo)
-        .map(|(_, d)| d)
+    image.digests_of(repo).next()
 }

@@ -276,7 +276,7 @@ async fn running(ctx: &Context, s: &ServiceConfig) -> (Option<String>, Option<St
                 (true, h) => h.as_str().to_string(),
             };
             (
-                Some(crate::docker::compose::container_name(&r.inspect)),
+                Some(r.container.name()),
                 r.digest.map(|d| d.to_string()),
                 health,
             )

@@ -74,7 +74,7 @@ impl Rollout<'_> {
             "{what} -> {}; running: {} ({})",
             resolved.digest.short(),
             old.digest.as_ref().map_or("unknown digest", Digest::short),
-            compose::container_name(&old.inspect),
+            old.container.name(),
         );
         Ok((
             Plan {
@@ -91,9 +91,9 @@ impl Rollout<'_> {
     fn check_old(&self, old: &Running) -> Result<(), StepError> {
         let s = self.service;
         let ctx = self.ctx;
-        let name = compose::container_name(&old.inspect);
+        let name = old.container.name();
         let blockers =
-            compose::side_by_side_blockers(&old.inspect, &s.compose_project, &s.compose_service);
+            compose::side_by_side_blockers(&old.container, &s.compose_project, &s.compose_service);
         if !blockers.is_empty() {
             return Err(StepError::Refused(format!(
                 "cannot run a second container of {} next to {name}: {}",
@@ -102,13 +102,7 @@ impl Rollout<'_> {
             )));
         }
         let want = traefik::labels(s, &ctx.config.traefik);
-        let labels = old
-            .inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        let diff = traefik::diff(&labels, &want);
+        let diff = traefik::diff(old.container.labels(), &want);
         if !diff.is_empty() {
             let lines: Vec<String> = diff.iter().map(ToString::to_string).collect();
             return Err(StepError::Refused(format!(
@@ -125,18 +119,12 @@ impl Rollout<'_> {
                 ctx.config.traefik.network
             )));
         }
-        let binds = old
-            .inspect
-            .host_config
-            .as_ref()
-            .and_then(|h| h.binds.clone())
-            .unwrap_or_default();
-        let check = old
-            .inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.healthcheck.as_ref());
-        if !drain::is_fitted(check, &binds, &ctx.cord) {
+        let fitted = drain::is_fitted(
+            old.container.healthcheck(),
+            old.container.binds(),
+            &ctx.cord,
+        );
+        if !fitted {
             return Err(StepError::Refused(format!(
                 "the running container {name} lacks hoist's drain healthcheck or the `{}` mount, so it \
                  could not leave Traefik's pool before stopping. Paste the output of `hoist labels {}` \
@@ -150,11 +138,5 @@ impl Rollout<'_> {
 }
 
 fn ip_missing(old: &Running, network: &str) -> bool {
-    old.ip.is_none()
-        && !old
-            .inspect
-            .network_settings
-            .as_ref()
-            .and_then(|n| n.networks.as_ref())
-            .is_some_and(|n| n.contains_key(network))
+    old.ip.is_none() && !old.container.on_network(network)
 }

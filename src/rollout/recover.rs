@@ -16,7 +16,6 @@
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::docker::compose;
 use crate::docker::engine::{Health, short};
 use crate::image::Digest;
 use crate::rollout::withdraw::{created_by, record_current, retire, take_out};
@@ -67,16 +66,7 @@ async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<()
             service: service.name.clone(),
             source: e.into(),
         })?;
-    for c in &all.all {
-        let Some(id) = c.id.as_deref() else { continue };
-        let Some(deploy_id) = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(compose::DEPLOY_LABEL))
-            .and_then(|v| v.parse::<i64>().ok())
-        else {
-            continue;
-        };
+    for (id, deploy_id) in all.created_by_hoist() {
         let failed = ctx
             .store
             .deploy(deploy_id)?
@@ -104,11 +94,7 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         .as_deref()
         .and_then(Step::parse)
         .unwrap_or(Step::Resolve);
-    let mut new_ids: Vec<String> = created_by(ctx, service, d.id)
-        .await?
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect();
+    let mut new_ids = created_by(ctx, service, d.id).await?;
     if let Some(id) = &d.new_container
         && !new_ids.contains(id)
     {
@@ -135,8 +121,8 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     if step >= Step::Switch
         && let (Some(new), Some(digest)) = (healthy_new, digest)
     {
-        if let Some((old_id, inspect)) = &old {
-            let ip = compose::ip_on(inspect, &ctx.config.traefik.network);
+        if let Some((old_id, container)) = &old {
+            let ip = container.ip_on(&ctx.config.traefik.network);
             take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
         }
         for other in new_ids.iter().filter(|id| **id != new) {
@@ -154,14 +140,9 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         retire(ctx, service, id, scope).await?;
     }
     match &old {
-        Some((old_id, inspect)) => {
+        Some((old_id, container)) => {
             ctx.cord.restore(old_id)?;
-            let running = inspect
-                .state
-                .as_ref()
-                .and_then(|s| s.running)
-                .unwrap_or(false);
-            if !running {
+            if !container.status().running {
                 ctx.engine.start(old_id).await?;
             }
             Ok(format!(

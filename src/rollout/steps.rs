@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::docker::compose::{self, Template};
 use crate::docker::drain;
-use crate::docker::engine::{ContainerStatus, Health, short};
-use crate::docker::service::{self, Running};
+use crate::docker::engine::{Health, short};
+use crate::docker::service::Running;
 use crate::fault;
-use crate::image::{Digest, Repository};
 use crate::traefik::{self, Confirmation, Routing};
 
 use super::withdraw::{created_by, record_current, take_out};
@@ -20,7 +19,7 @@ impl Rollout<'_> {
         let repo = &self.service.image;
         let reference = repo.at(&plan.resolved.digest);
         if let Ok(image) = ctx.engine.inspect_image(&reference).await
-            && has_digest(&image.repo_digests, repo, &plan.resolved.digest)
+            && image.has_digest(repo, &plan.resolved.digest)
         {
             return Ok(((), format!("{reference} already present")));
         }
@@ -35,10 +34,10 @@ impl Rollout<'_> {
             })
             .await?;
         let image = ctx.engine.inspect_image(&reference).await?;
-        if !has_digest(&image.repo_digests, repo, &plan.resolved.digest) {
+        if !image.has_digest(repo, &plan.resolved.digest) {
             return Err(StepError::Refused(format!(
                 "the engine pulled {reference} but reports digests {:?}",
-                image.repo_digests.unwrap_or_default()
+                image.repo_digests()
             )));
         }
         Ok(((), format!("pulled {reference}")))
@@ -48,18 +47,13 @@ impl Rollout<'_> {
         let ctx = self.ctx;
         let s = self.service;
         let reference = s.image.at(&plan.resolved.digest);
-        let old_image = match plan.old.inspect.image.as_deref() {
-            Some(id) => ctx
-                .engine
-                .inspect_image(id)
-                .await
-                .ok()
-                .and_then(|i| i.config),
+        let old_image = match plan.old.container.image_id() {
+            Some(id) => ctx.engine.inspect_image(id).await.ok(),
             None => None,
         };
         let new_image = ctx.engine.inspect_image(&reference).await?;
         let naming = compose::naming(
-            &compose::container_name(&plan.old.inspect),
+            &plan.old.container.name(),
             &s.compose_project,
             &s.compose_service,
         )
@@ -68,17 +62,11 @@ impl Rollout<'_> {
         let name = compose::numbered_name(naming, &s.compose_project, &s.compose_service, number);
         let labels = traefik::labels(s, &ctx.config.traefik);
         let new = compose::build(Template {
-            old: &plan.old.inspect,
+            old: &plan.old.container,
             old_image: old_image.as_ref(),
             image: &reference,
             traefik_labels: &labels,
-            healthcheck: drain::healthcheck(
-                s,
-                new_image
-                    .config
-                    .as_ref()
-                    .and_then(|c| c.healthcheck.as_ref()),
-            ),
+            healthcheck: drain::healthcheck(s, new_image.healthcheck()),
             name: name.clone(),
             number,
             deploy_id: self.id,
@@ -93,8 +81,11 @@ impl Rollout<'_> {
                 .await?;
         }
         scope.engine(ctx.engine.start(&id)).await?;
-        let inspect = ctx.engine.inspect(&id).await?;
-        let ip = compose::ip_on(&inspect, &ctx.config.traefik.network);
+        let ip = ctx
+            .engine
+            .inspect(&id)
+            .await?
+            .ip_on(&ctx.config.traefik.network);
         Ok((
             Started {
                 id: id.clone(),
@@ -110,10 +101,8 @@ impl Rollout<'_> {
 
     /// Creation may have failed after the container existed: find it by its journal label.
     pub(super) async fn discard_created(&self) -> Result<(), StepError> {
-        for c in created_by(self.ctx, self.service, self.id).await? {
-            if let Some(id) = c.id {
-                self.ctx.engine.remove(&id).await?;
-            }
+        for id in created_by(self.ctx, self.service, self.id).await? {
+            self.ctx.engine.remove(&id).await?;
         }
         Ok(())
     }
@@ -133,21 +122,21 @@ impl Rollout<'_> {
         let clock = Instant::now();
         let mut last_report = Instant::now();
         loop {
-            let inspect = match ctx.engine.inspect(&new.id).await {
+            let container = match ctx.engine.inspect(&new.id).await {
                 Ok(i) => i,
                 Err(e) if e.is_not_found() => {
                     return Err(StepError::Unhealthy("the new container disappeared".into()));
                 }
                 Err(e) => return Err(e.into()),
             };
-            let status = ContainerStatus::from_inspect(&inspect);
+            let status = container.status();
             if status.health == Health::Healthy {
                 return Ok((
                     (),
                     format!("healthy after {:.1}s", clock.elapsed().as_secs_f64()),
                 ));
             }
-            if !status.running || status.restarting || inspect.restart_count.unwrap_or(0) > 0 {
+            if !status.running || status.restarting || container.restart_count() > 0 {
                 let logs = ctx.engine.logs_tail(&new.id, 20).await;
                 return Err(StepError::Unhealthy(format!(
                     "the new container exited (code {}) before becoming healthy; last output:\n{}",
@@ -230,10 +219,6 @@ impl Rollout<'_> {
         )?;
         Ok(((), detail))
     }
-}
-
-fn has_digest(repo_digests: &Option<Vec<String>>, repo: &Repository, digest: &Digest) -> bool {
-    service::has_digests(repo_digests, repo).any(|d| &d == digest)
 }
 
 fn indent(text: &str) -> String {

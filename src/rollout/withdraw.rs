@@ -7,7 +7,7 @@ use crate::config::ServiceConfig;
 use crate::context::Context;
 use crate::docker::compose;
 use crate::docker::drain;
-use crate::docker::engine::{ContainerStatus, EngineError, Health, short};
+use crate::docker::engine::{EngineError, Health, short};
 use crate::envfile;
 use crate::fault;
 use crate::image::Digest;
@@ -129,14 +129,14 @@ pub(super) async fn retire(
     id: &str,
     scope: Scope<'_>,
 ) -> Result<(), StepError> {
-    let inspect = match ctx.engine.inspect(id).await {
+    let container = match ctx.engine.inspect(id).await {
         Ok(i) => i,
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let status = ContainerStatus::from_inspect(&inspect);
+    let status = container.status();
     if status.running && status.health == Health::Healthy {
-        let ip = compose::ip_on(&inspect, &ctx.config.traefik.network);
+        let ip = container.ip_on(&ctx.config.traefik.network);
         take_out(ctx, service, id, ip.as_deref(), scope).await?;
     } else {
         scope.engine(ctx.engine.remove(id)).await?;
@@ -146,16 +146,16 @@ pub(super) async fn retire(
     Ok(())
 }
 
-/// Containers of `service` created by journal entry `deploy_id`. Journal ids are only
+/// The ids of the containers of `service` created by journal entry `deploy_id`. Journal ids are only
 /// unique within one state database, so the compose labels narrow the search to this
 /// service (another hoist, e.g. a test, may use the same ids on the same engine).
 pub(super) async fn created_by(
     ctx: &Context,
     service: &ServiceConfig,
     deploy_id: i64,
-) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+) -> Result<Vec<String>, EngineError> {
     ctx.engine
-        .containers_with_labels(&[
+        .container_ids_with_labels(&[
             (compose::PROJECT, &service.compose_project),
             (compose::SERVICE, &service.compose_service),
             (compose::DEPLOY_LABEL, &deploy_id.to_string()),

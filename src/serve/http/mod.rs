@@ -66,13 +66,7 @@ async fn healthz() -> Response {
 
 /// Ready when the Docker engine and the state database answer.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let docker = app
-        .ctx
-        .engine
-        .docker()
-        .ping()
-        .await
-        .map_err(|e| e.to_string());
+    let docker = app.ctx.engine.ping().await.map_err(|e| e.to_string());
     let store = app.ctx.store.ping().map_err(|e| e.to_string());
     let body = json!({
         "docker": docker.as_ref().err().map_or("ok", String::as_str),
