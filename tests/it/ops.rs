@@ -437,6 +437,61 @@ async fn notifications_are_sent_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_finishing_after_sigterm_still_reaches_github_and_chat() {
+    // GitHub holds its answers, so hoist's report of the rollout is still waiting on it
+    // when the rollout ends; the chat refuses the first attempt, so the message needs its
+    // retry a second later. Both happen after the rollout, during shutdown.
+    let github = FakeGithub::start(Behaviour::Hold).await;
+    let chat = FakeGithub::start(Behaviour::FailFirst(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (f, mut d) = ops(
+        Options::default(),
+        "admin_token_file = \"ADMIN_FILE\"\nshutdown_grace = \"30s\"\n",
+        &format!(
+            "{}[environments.stage]\nnotify_url = \"{}/hook\"\n",
+            github_config(&github, dir.path()),
+            chat.url
+        ),
+    )
+    .await;
+    let (code, body) = post(
+        &d,
+        "/api/services/web/deploy",
+        Some(ADMIN),
+        r#"{"tag":"v2"}"#,
+    )
+    .await;
+    assert_eq!(code, 202, "{body}");
+    // The deployment is created once the rollout has resolved its target: it runs now.
+    github
+        .wait_for("the deployment to be created", WAIT, |r| !r.is_empty())
+        .await;
+    d.terminate();
+    d.wait_for_log("All rollouts finished", WAIT).await;
+    github.set(Behaviour::Normal);
+    assert_eq!(d.wait(WAIT).await, 0, "{}", d.log());
+    assert_eq!(f.history().await[0]["outcome"], "succeeded");
+
+    let states: Vec<String> = github
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/statuses"))
+        .map(|r| r.body["state"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(states, ["in_progress", "success"], "{}", d.log());
+    let sent = chat.requests();
+    assert_eq!(sent.len(), 2, "the refused attempt and its retry: {sent:?}");
+    assert!(
+        sent[1].body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("web (stage) now runs"),
+        "{:?}",
+        sent[1].body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_status_page_renders_in_headless_chromium() {
     let (f, d) = ops(
         Options::default(),

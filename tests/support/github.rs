@@ -22,6 +22,9 @@ pub enum Behaviour {
     Hang,
     /// HTTP 500 to the first N requests, then normal.
     FailFirst(usize),
+    /// Records requests but answers none until [`FakeGithub::set`] changes the behaviour;
+    /// then answers them as the new behaviour says.
+    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -124,23 +127,29 @@ async fn answer(
             .map(str::to_string),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     });
-    let behaviour = {
-        let mut b = shared.behaviour.lock().unwrap();
-        let now = *b;
-        if let Behaviour::FailFirst(n) = now {
-            *b = if n <= 1 {
-                Behaviour::Normal
-            } else {
-                Behaviour::FailFirst(n - 1)
-            };
+    let behaviour = loop {
+        {
+            let mut b = shared.behaviour.lock().unwrap();
+            let now = *b;
+            if let Behaviour::FailFirst(n) = now {
+                *b = if n <= 1 {
+                    Behaviour::Normal
+                } else {
+                    Behaviour::FailFirst(n - 1)
+                };
+            }
+            if now != Behaviour::Hold {
+                break now;
+            }
         }
-        now
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     match behaviour {
         Behaviour::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
         }
+        Behaviour::Hold => unreachable!("held above"),
         Behaviour::Fail | Behaviour::FailFirst(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             r#"{"message":"Server Error"}"#,
