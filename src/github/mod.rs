@@ -5,7 +5,8 @@
 //!
 //! Reporting runs in its own task, fed by the rollout through a channel, every request
 //! with a timeout: a slow or failing GitHub never delays or fails a rollout, it only costs
-//! a warning in the log.
+//! a warning in the log. The tasks run on a tracker the daemon waits for at shutdown, so a
+//! rollout that ends during the shutdown grace still gets its `success` or `failure`.
 
 pub mod webhook;
 
@@ -13,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServiceConfig};
 use crate::store::{Outcome, Store};
@@ -36,6 +39,10 @@ pub struct Rollout {
 pub struct Deployments {
     client: Option<octocrab::Octocrab>,
     store: Store,
+    tasks: TaskTracker,
+    /// Cancelled when the daemon stops waiting for its running rollouts (the shutdown grace
+    /// ran out): their reports then stop waiting for an outcome that will not come.
+    abandoned: CancellationToken,
 }
 
 /// The end of a reported rollout; dropping it without [`Report::finish`] reports nothing
@@ -53,8 +60,13 @@ impl Report {
 }
 
 impl Deployments {
-    /// Off (reports nothing) without `github.token_file`.
-    pub fn new(config: &Config, store: Store) -> Self {
+    /// Off (reports nothing) without `github.token_file`. Reports run on `tasks`.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        tasks: TaskTracker,
+        abandoned: CancellationToken,
+    ) -> Self {
         let client = config.github.token.as_ref().and_then(|token| {
             let built = octocrab::Octocrab::builder()
                 .personal_token(token.expose().to_string())
@@ -73,7 +85,12 @@ impl Deployments {
                 }
             }
         });
-        Deployments { client, store }
+        Deployments {
+            client,
+            store,
+            tasks,
+            abandoned,
+        }
     }
 
     /// The GitHub facts for a rollout of `service`, when it has a repository.
@@ -112,7 +129,18 @@ impl Deployments {
         };
         let (done, outcome) = oneshot::channel();
         let store = self.store.clone();
-        tokio::spawn(async move { report(client, store, rollout, outcome).await });
+        let abandoned = self.abandoned.clone();
+        self.tasks.spawn(async move {
+            let outcome = async move {
+                tokio::select! {
+                    // A rollout that finished has its outcome waiting: take it first.
+                    biased;
+                    finished = outcome => finished.ok(),
+                    () = abandoned.cancelled() => None,
+                }
+            };
+            report(client, store, rollout, outcome).await;
+        });
         Report { done: Some(done) }
     }
 }
@@ -138,7 +166,7 @@ async fn report(
     client: octocrab::Octocrab,
     store: Store,
     r: Rollout,
-    outcome: oneshot::Receiver<(Outcome, Option<String>)>,
+    outcome: impl Future<Output = Option<(Outcome, Option<String>)>>,
 ) {
     let deployments = format!("/repos/{}/deployments", r.repository);
     let created = post(
@@ -182,7 +210,7 @@ async fn report(
     if let Err(e) = post(&client, &statuses, status("in_progress", "rolling out")).await {
         tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment in progress");
     }
-    let Ok((outcome, error)) = outcome.await else {
+    let Some((outcome, error)) = outcome.await else {
         return;
     };
     let (state, text) = match outcome {

@@ -1,11 +1,13 @@
 //! Notifications: a Slack-compatible incoming webhook per environment
 //! (`[environments.<name>] notify_url`) is told when a rollout succeeds, fails or is
 //! rolled back. Sent from a task of its own, retried with backoff: a chat service that is
-//! down never blocks or fails a rollout.
+//! down never blocks or fails a rollout. The tasks run on a tracker the daemon waits for at
+//! shutdown (for a bounded time), so a rollout that ends during shutdown is still announced.
 
 use std::time::Duration;
 
 use serde_json::json;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServiceConfig};
 use crate::rollout::Report;
@@ -20,13 +22,16 @@ pub struct Notifier {
     /// `Err`: why there is no client; each notification is then logged as not delivered.
     http: Result<reqwest::Client, String>,
     config: std::sync::Arc<Config>,
+    tasks: TaskTracker,
 }
 
 impl Notifier {
-    pub fn new(config: std::sync::Arc<Config>) -> Self {
+    /// Notifications are sent from tasks on `tasks`.
+    pub fn new(config: std::sync::Arc<Config>, tasks: TaskTracker) -> Self {
         Notifier {
             http: crate::util::http_client(reqwest::Client::builder().timeout(TIMEOUT)),
             config,
+            tasks,
         }
     }
 
@@ -50,28 +55,31 @@ impl Notifier {
                 return;
             }
         };
-        let name = service.name.clone();
-        tokio::spawn(async move {
-            let mut wait = FIRST_RETRY;
-            for attempt in 1..=ATTEMPTS {
-                let sent = http.post(&url).json(&json!({ "text": text })).send().await;
-                match sent {
-                    Ok(r) if r.status().is_success() => return,
-                    Ok(r) => {
-                        tracing::warn!(service = %name, status = r.status().as_u16(), attempt, "Notification refused")
-                    }
-                    Err(e) => {
-                        tracing::warn!(service = %name, error = %e, attempt, "Notification not delivered")
-                    }
-                }
-                if attempt < ATTEMPTS {
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
-                }
-            }
-            tracing::warn!(service = %name, "Gave up on a notification");
-        });
+        self.tasks
+            .spawn(send(http, url, text, service.name.clone()));
     }
+}
+
+/// Posts `text` to `url`, retrying with backoff.
+async fn send(http: reqwest::Client, url: String, text: String, name: String) {
+    let mut wait = FIRST_RETRY;
+    for attempt in 1..=ATTEMPTS {
+        let sent = http.post(&url).json(&json!({ "text": text })).send().await;
+        match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => {
+                tracing::warn!(service = %name, status = r.status().as_u16(), attempt, "Notification refused")
+            }
+            Err(e) => {
+                tracing::warn!(service = %name, error = %e, attempt, "Notification not delivered")
+            }
+        }
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(wait).await;
+            wait *= 4;
+        }
+    }
+    tracing::warn!(service = %name, "Gave up on a notification");
 }
 
 /// The chat line for a rollout; `None` for outcomes nobody needs to hear about.

@@ -3,9 +3,10 @@
 //!
 //! Start: open the context (Docker, state), recover interrupted rollouts, bind the
 //! listener ([`Daemon::build`]); then serve until the shutdown future resolves
-//! ([`Daemon::run`]). Shutdown: stop accepting requests and triggers, let a running
-//! rollout finish within `server.shutdown_grace`, otherwise leave it to recovery at the
-//! next start, and say which happened.
+//! ([`Daemon::run`]). Shutdown: stop accepting requests and triggers, cancel watch windows,
+//! let a running rollout finish within `server.shutdown_grace`, otherwise leave it to
+//! recovery at the next start, and say which happened; then give the rollouts' GitHub
+//! reports and notifications a bounded time, and say if it ran out.
 
 pub mod http;
 pub mod poller;
@@ -16,10 +17,12 @@ pub mod systemd;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -31,6 +34,11 @@ use crate::serve::http::App;
 use crate::serve::poller::Watches;
 use crate::serve::queue::Queue;
 use crate::store::deliveries::Deliveries;
+
+/// How long GitHub reports and chat notifications get at shutdown, after the rollouts:
+/// GitHub's result at its 10 s request timeout, and a notification's first retries. With
+/// the default 60 s shutdown grace this stays within systemd's `TimeoutStopSec=90s`.
+const REPORT_GRACE: Duration = Duration::from_secs(15);
 
 pub struct Daemon {
     app: App,
@@ -74,52 +82,15 @@ impl Daemon {
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Daemon { app, listener } = self;
-        let ctx = app.ctx.clone();
-        let stop = app.stop.clone();
         let addr = listener.local_addr()?;
 
         app.queue.restore();
-        let mut background = tokio::task::JoinSet::new();
-        for s in ctx
-            .config
-            .services
-            .iter()
-            .filter(|s| s.poll_interval.is_some())
-        {
-            background.spawn(poller::poll(
-                ctx.clone(),
-                app.queue.clone(),
-                app.status.clone(),
-                app.metrics.clone(),
-                s.name.clone(),
-                stop.clone(),
-            ));
-        }
-        background.spawn(promotion::run(ctx.clone(), app.queue.clone(), stop.clone()));
-        let deliveries = app.deliveries.clone();
-        let flush_stop = stop.clone();
-        background.spawn(deliveries.run(flush_stop));
-
-        let router = http::router(app.clone());
-        let server_stop = stop.clone();
-        // Answers are small and written at once: send them without waiting for an ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "Cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let mut server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-        });
-        tracing::info!(%addr, services = ctx.config.services.len(), "Listening on http://{addr}");
+        let mut background = spawn_background(&app);
+        let mut server = serve(&app, listener);
+        tracing::info!(%addr, services = app.ctx.config.services.len(), "Listening on http://{addr}");
         systemd::ready(&app.status.summary());
         // Pet the watchdog only once READY has been sent.
-        background.spawn(systemd::watchdog(app.status.clone(), stop.clone()));
+        background.spawn(systemd::watchdog(app.status.clone(), app.stop.clone()));
 
         let server_failed = tokio::select! {
             () = shutdown => None,
@@ -131,31 +102,94 @@ impl Daemon {
                 "The HTTP server stopped unexpectedly; shutting down"
             );
         }
-        let grace = ctx.config.server.shutdown_grace;
-        tracing::info!(
-            grace_s = grace.as_secs(),
-            "Shutting down: no new requests or triggers; letting running rollouts finish"
-        );
-        systemd::stopping("shutting down");
-        stop.cancel();
-        if app.queue.shutdown(grace).await {
-            tracing::info!("All rollouts finished; stopped");
-        } else {
-            tracing::warn!(
-                grace_s = grace.as_secs(),
-                rolling = %app.status.summary(),
-                "The shutdown grace ran out during a rollout; it is left to recovery at the next start"
-            );
-        }
-        if server_failed.is_none() {
-            let _ = server.await;
-        }
-        if let Err(e) = app.deliveries.flush() {
-            tracing::warn!(error = %e, "Cannot record the last webhook deliveries");
-        }
+        shut_down(&app, server_failed.is_none().then_some(server)).await;
         background.shutdown().await;
         Ok(())
     }
+}
+
+/// The pollers, the promotion loop and the delivery log's flusher, until `app.stop`.
+fn spawn_background(app: &App) -> JoinSet<()> {
+    let ctx = &app.ctx;
+    let mut background = JoinSet::new();
+    for s in ctx
+        .config
+        .services
+        .iter()
+        .filter(|s| s.poll_interval.is_some())
+    {
+        background.spawn(poller::poll(
+            ctx.clone(),
+            app.queue.clone(),
+            app.status.clone(),
+            app.metrics.clone(),
+            s.name.clone(),
+            app.stop.clone(),
+        ));
+    }
+    background.spawn(promotion::run(
+        ctx.clone(),
+        app.queue.clone(),
+        app.stop.clone(),
+    ));
+    background.spawn(app.deliveries.clone().run(app.stop.clone()));
+    background
+}
+
+/// The HTTP server, until `app.stop`.
+fn serve(app: &App, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
+    let router = http::router(app.clone());
+    let server_stop = app.stop.clone();
+    // Answers are small and written at once: send them without waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Cannot set TCP_NODELAY on a connection");
+        }
+    });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { server_stop.cancelled().await })
+        .await
+    })
+}
+
+/// The one shutdown path: stop taking requests and triggers (which also cancels the watch
+/// windows), let running rollouts finish within `server.shutdown_grace` or leave them to
+/// recovery, then give their GitHub reports and notifications [`REPORT_GRACE`].
+/// `server` is the HTTP server's task, unless it already ended.
+async fn shut_down(app: &App, server: Option<JoinHandle<std::io::Result<()>>>) {
+    let grace = app.ctx.config.server.shutdown_grace;
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "Shutting down: no new requests or triggers; letting running rollouts finish"
+    );
+    systemd::stopping("shutting down");
+    app.stop.cancel();
+    if app.queue.shutdown(grace).await {
+        tracing::info!("All rollouts finished; stopped");
+    } else {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            rolling = %app.status.summary(),
+            "The shutdown grace ran out during a rollout; it is left to recovery at the next start"
+        );
+    }
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    if let Err(e) = app.deliveries.flush() {
+        tracing::warn!(error = %e, "Cannot record the last webhook deliveries");
+    }
+    if !app.queue.finish_reports(REPORT_GRACE).await {
+        tracing::warn!(
+            bound_s = REPORT_GRACE.as_secs(),
+            "Stopping with GitHub reports or notifications still unsent: their time ran out"
+        );
+    }
+    app.watches.shutdown().await;
 }
 
 /// Recovers interrupted rollouts of every service whose lock is free.

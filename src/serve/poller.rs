@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
@@ -153,10 +154,13 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// Open watch windows, one per service; a later trigger replaces the earlier window.
+/// Each runs on a task of `tasks` under a child of the daemon's stop token, so shutdown
+/// cancels them and [`Watches::shutdown`] sees them gone.
 #[derive(Clone, Default)]
 pub struct Watches {
     open: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    tasks: TaskTracker,
 }
 
 impl Watches {
@@ -190,27 +194,15 @@ impl Watches {
             s.clone(),
             self.open.clone(),
         );
-        tokio::spawn(async move {
-            let until = tokio::time::Instant::now() + s.watch_window;
-            status.update(&s.name, |st| {
-                st.watching_until = Some(now_ms() + millis(s.watch_window))
-            });
-            let mut delay = Duration::ZERO;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = token.cancelled() => return,
-                }
-                match check(&ctx, &queue, &s, &job).await {
-                    Ok(Check::Queued(_)) => break,
-                    Ok(Check::UpToDate) => {}
-                    Err(e) => tracing::warn!(service = %s.name, error = %e, "Watch check failed"),
-                }
-                if tokio::time::Instant::now() + delay >= until {
-                    tracing::info!(service = %s.name, trigger = %job.trigger, "Watch window ended without a new image");
-                    break;
-                }
-                delay = (delay * 2).clamp(WATCH_FIRST, WATCH_MAX);
+        self.tasks.spawn(async move {
+            // Cancelled (replaced, or the daemon stops): the window just ends; a replacing
+            // window owns the status now.
+            if token
+                .run_until_cancelled(watch(&ctx, &queue, &status, &s, &job))
+                .await
+                .is_none()
+            {
+                return;
             }
             let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
             if open.get(&s.name).is_some_and(|(g, _)| *g == generation) {
@@ -218,6 +210,34 @@ impl Watches {
                 status.update(&s.name, |st| st.watching_until = None);
             }
         });
+    }
+
+    /// Waits for the watch windows to end; they are cancelled by the daemon's stop token.
+    pub async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// One watch window: [`check`] with backoff until a rollout is queued or the window ends.
+async fn watch(ctx: &Context, queue: &Queue, status: &Status, s: &ServiceConfig, job: &Job) {
+    let until = tokio::time::Instant::now() + s.watch_window;
+    status.update(&s.name, |st| {
+        st.watching_until = Some(now_ms() + millis(s.watch_window))
+    });
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::time::sleep(delay).await;
+        match check(ctx, queue, s, job).await {
+            Ok(Check::Queued(_)) => break,
+            Ok(Check::UpToDate) => {}
+            Err(e) => tracing::warn!(service = %s.name, error = %e, "Watch check failed"),
+        }
+        if tokio::time::Instant::now() + delay >= until {
+            tracing::info!(service = %s.name, trigger = %job.trigger, "Watch window ended without a new image");
+            break;
+        }
+        delay = (delay * 2).clamp(WATCH_FIRST, WATCH_MAX);
     }
 }
 

@@ -5,6 +5,8 @@
 //! A pending trigger is also written to the state database, so one that was waiting when
 //! the daemon stopped runs after the next start.
 
+mod job;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,9 +23,11 @@ use crate::report::metrics::Metrics;
 use crate::report::notify::Notifier;
 use crate::report::status::{State, Status};
 use crate::rollout::lock::LockError;
-use crate::rollout::{self, Request, RolloutError, Target};
+use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
 use crate::store::PendingRow;
+
+pub use job::{Expected, Job, Submitted};
 
 /// Who holds a service's lock while the daemon rolls it out.
 pub const HOLDER: &str = "hoist serve";
@@ -31,99 +35,6 @@ pub const HOLDER: &str = "hoist serve";
 const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// How long a waiting trigger gathers later ones before its check runs.
 const DEBOUNCE: Duration = Duration::from_secs(2);
-
-/// A request to bring a service up to date.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
-    pub target: Target,
-    /// For the journal: "webhook package (delivery 123)", "poll", "promote from web-stage".
-    pub trigger: String,
-    /// A package event's claim, checked against the registry before deploying anything.
-    pub expect: Option<Expected>,
-    /// The webhook delivery behind this job, whose outcome is recorded.
-    pub delivery: Option<String>,
-    /// The commit sha or tag the image was built from, for GitHub's deployment record.
-    pub git_ref: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub tag: String,
-    pub digest: Digest,
-}
-
-impl Job {
-    pub fn new(target: Target, trigger: impl Into<String>) -> Job {
-        Job {
-            target,
-            trigger: trigger.into(),
-            expect: None,
-            delivery: None,
-            git_ref: None,
-        }
-    }
-
-    fn to_row(&self, service: &str) -> PendingRow {
-        PendingRow {
-            service: service.to_string(),
-            target: match &self.target {
-                Target::Track => "track".into(),
-                Target::Tag(t) => format!("tag:{t}"),
-                Target::Digest(d) => format!("digest:{d}"),
-            },
-            trigger: self.trigger.clone(),
-            expect_tag: self.expect.as_ref().map(|e| e.tag.clone()),
-            expect_digest: self.expect.as_ref().map(|e| e.digest.to_string()),
-        }
-    }
-
-    fn from_row(row: &PendingRow) -> Option<Job> {
-        let target = match row.target.split_once(':') {
-            None if row.target == "track" => Target::Track,
-            Some(("tag", t)) => Target::Tag(t.to_string()),
-            Some(("digest", d)) => Target::Digest(Digest::parse(d).ok()?),
-            _ => return None,
-        };
-        let expect = match (&row.expect_tag, &row.expect_digest) {
-            (Some(tag), Some(d)) => Some(Expected {
-                tag: tag.clone(),
-                digest: Digest::parse(d).ok()?,
-            }),
-            _ => None,
-        };
-        Some(Job {
-            target,
-            trigger: row.trigger.clone(),
-            expect,
-            delivery: None,
-            git_ref: None,
-        })
-    }
-}
-
-/// What became of a submitted job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submitted {
-    /// A worker started on it.
-    Started,
-    /// It waits for the service's running rollout.
-    Queued,
-    /// It replaced an older waiting job.
-    Replaced,
-    /// The daemon is shutting down.
-    Closed,
-}
-
-impl Submitted {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Submitted::Started => "started",
-            Submitted::Queued => "queued",
-            Submitted::Replaced => "queued (replaced an older trigger)",
-            Submitted::Closed => "refused (shutting down)",
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct Queue {
@@ -139,6 +50,10 @@ struct Inner {
     slots: Mutex<HashMap<String, Slot>>,
     permits: Semaphore,
     tracker: TaskTracker,
+    /// GitHub reports and notifications, waited for after the rollouts at shutdown.
+    reports: TaskTracker,
+    /// Cancelled when the shutdown grace ran out during a rollout.
+    abandoned: CancellationToken,
     stop: CancellationToken,
 }
 
@@ -156,10 +71,19 @@ impl Queue {
         stop: CancellationToken,
     ) -> Queue {
         let permits = Semaphore::new(ctx.config.server.max_parallel);
+        let reports = TaskTracker::new();
+        let abandoned = CancellationToken::new();
         Queue {
             inner: Arc::new(Inner {
-                deployments: Deployments::new(&ctx.config, ctx.store.clone()),
-                notifier: Notifier::new(ctx.config.clone()),
+                deployments: Deployments::new(
+                    &ctx.config,
+                    ctx.store.clone(),
+                    reports.clone(),
+                    abandoned.clone(),
+                ),
+                notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+                reports,
+                abandoned,
                 ctx,
                 status,
                 metrics,
@@ -246,11 +170,25 @@ impl Queue {
     }
 
     /// Stops taking jobs and waits up to `grace` for running rollouts. Returns false when
-    /// the grace ran out (the rollouts are then left to recovery at the next start).
+    /// the grace ran out (the rollouts are then left to recovery at the next start, and
+    /// their GitHub reports stop waiting for them).
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.inner.stop.cancel();
         self.inner.tracker.close();
-        tokio::time::timeout(grace, self.inner.tracker.wait())
+        let finished = tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_ok();
+        if !finished {
+            self.inner.abandoned.cancel();
+        }
+        finished
+    }
+
+    /// After [`Queue::shutdown`]: waits up to `bound` for the GitHub reports and
+    /// notifications of the rollouts. Returns false when the bound ran out.
+    pub async fn finish_reports(&self, bound: Duration) -> bool {
+        self.inner.reports.close();
+        tokio::time::timeout(bound, self.inner.reports.wait())
             .await
             .is_ok()
     }
@@ -294,10 +232,9 @@ impl Queue {
         slots.get(service).is_some_and(|s| s.pending.is_some())
     }
 
+    /// One job: verify a package event's claim, roll out, announce the result.
     async fn run(&self, service: &str, job: &Job) {
-        let ctx = &self.inner.ctx;
-        let status = &self.inner.status;
-        let Ok(config) = ctx.config.service(service) else {
+        let Ok(config) = self.inner.ctx.config.service(service) else {
             return;
         };
         if let Some(expect) = &job.expect
@@ -305,9 +242,22 @@ impl Queue {
         {
             tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
             self.delivery_outcome(job, &format!("not deployed: {why}"));
-            status.update(service, |s| s.state = State::Idle);
+            self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         }
+        let clock = std::time::Instant::now();
+        let (outcome, github) = self.roll(config, job).await;
+        self.announce(config, job, &outcome, github, clock.elapsed());
+    }
+
+    /// Runs the rollout, waiting while another process (a CLI deploy) holds the lock.
+    /// Returns its report, or why it did not start, and its GitHub report if one began.
+    async fn roll(
+        &self,
+        config: &ServiceConfig,
+        job: &Job,
+    ) -> (Result<rollout::Report, String>, Option<github::Report>) {
+        let service = config.name.as_str();
         let request = Request {
             target: job.target.clone(),
             trigger: job.trigger.clone(),
@@ -319,15 +269,14 @@ impl Queue {
             git_ref: job.git_ref.as_deref(),
             github: Mutex::new(None),
         };
-        let clock = std::time::Instant::now();
         self.inner.metrics.rollout_started(service);
-        status.update(service, |s| {
+        self.inner.status.update(service, |s| {
             s.state = State::Rolling;
             s.step = None;
             s.trigger = Some(job.trigger.clone());
         });
         let outcome = loop {
-            match rollout::run(ctx, config, &request, &observer).await {
+            match rollout::run(&self.inner.ctx, config, &request, &observer).await {
                 Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
                     tracing::info!(service, %holder, "Waiting for another hoist process to finish");
                     tokio::select! {
@@ -344,27 +293,39 @@ impl Queue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        match &outcome {
+        (outcome, github)
+    }
+
+    /// Tells GitHub, the chat, the metrics, the delivery log and the live status how the
+    /// rollout ended.
+    fn announce(
+        &self,
+        config: &ServiceConfig,
+        job: &Job,
+        outcome: &Result<rollout::Report, String>,
+        github: Option<github::Report>,
+        elapsed: Duration,
+    ) {
+        let service = config.name.as_str();
+        let metrics = &self.inner.metrics;
+        match outcome {
             Ok(report) => {
                 if let Some(github) = github {
                     github.finish(report.outcome, report.error.clone());
                 }
                 self.inner.notifier.rollout(config, report);
-                self.inner.metrics.rollout_finished(
+                metrics.rollout_finished(
                     service,
                     &config.environment,
                     report.outcome.as_str(),
-                    clock.elapsed(),
+                    elapsed,
                 );
             }
-            Err(_) => self.inner.metrics.rollout_finished(
-                service,
-                &config.environment,
-                "not_started",
-                clock.elapsed(),
-            ),
+            Err(_) => {
+                metrics.rollout_finished(service, &config.environment, "not_started", elapsed);
+            }
         }
-        let (state, text) = match &outcome {
+        let (state, text) = match outcome {
             Ok(r) if r.succeeded() => (
                 State::Idle,
                 format!("deploy #{} {}", r.deploy_id, r.outcome.as_str()),
@@ -379,18 +340,14 @@ impl Queue {
             }
         };
         self.delivery_outcome(job, &text);
-        status.update(service, |s| {
+        self.inner.status.update(service, |s| {
             s.state = state;
             s.step = None;
         });
     }
 
     /// A package event names a tag and a digest; deploy only if the registry agrees.
-    async fn verify_claim(
-        &self,
-        config: &crate::config::ServiceConfig,
-        expect: &Expected,
-    ) -> Result<(), String> {
+    async fn verify_claim(&self, config: &ServiceConfig, expect: &Expected) -> Result<(), String> {
         match self
             .inner
             .ctx
@@ -450,31 +407,5 @@ impl Observer for Follow<'_> {
         self.inner
             .metrics
             .step(&self.service.name, step.as_str(), elapsed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jobs_survive_the_pending_table() {
-        let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
-        for job in [
-            Job::new(Target::Track, "poll"),
-            Job::new(Target::Tag("v2".into()), "manual"),
-            Job {
-                target: Target::Digest(digest.clone()),
-                trigger: "webhook".into(),
-                expect: Some(Expected {
-                    tag: "v2".into(),
-                    digest,
-                }),
-                delivery: None,
-                git_ref: None,
-            },
-        ] {
-            assert_eq!(Job::from_row(&job.to_row("web")), Some(job));
-        }
     }
 }

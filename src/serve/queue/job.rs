@@ -1,0 +1,125 @@
+//! What the queue is asked to do: a [`Job`] (target, trigger, a package event's claim),
+//! how a waiting one is kept in the state database, and what became of a submission.
+
+use crate::image::Digest;
+use crate::rollout::Target;
+use crate::store::PendingRow;
+
+/// A request to bring a service up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub target: Target,
+    /// For the journal: "webhook package (delivery 123)", "poll", "promote from web-stage".
+    pub trigger: String,
+    /// A package event's claim, checked against the registry before deploying anything.
+    pub expect: Option<Expected>,
+    /// The webhook delivery behind this job, whose outcome is recorded.
+    pub delivery: Option<String>,
+    /// The commit sha or tag the image was built from, for GitHub's deployment record.
+    pub git_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub tag: String,
+    pub digest: Digest,
+}
+
+impl Job {
+    pub fn new(target: Target, trigger: impl Into<String>) -> Job {
+        Job {
+            target,
+            trigger: trigger.into(),
+            expect: None,
+            delivery: None,
+            git_ref: None,
+        }
+    }
+
+    pub(super) fn to_row(&self, service: &str) -> PendingRow {
+        PendingRow {
+            service: service.to_string(),
+            target: match &self.target {
+                Target::Track => "track".into(),
+                Target::Tag(t) => format!("tag:{t}"),
+                Target::Digest(d) => format!("digest:{d}"),
+            },
+            trigger: self.trigger.clone(),
+            expect_tag: self.expect.as_ref().map(|e| e.tag.clone()),
+            expect_digest: self.expect.as_ref().map(|e| e.digest.to_string()),
+        }
+    }
+
+    pub(super) fn from_row(row: &PendingRow) -> Option<Job> {
+        let target = match row.target.split_once(':') {
+            None if row.target == "track" => Target::Track,
+            Some(("tag", t)) => Target::Tag(t.to_string()),
+            Some(("digest", d)) => Target::Digest(Digest::parse(d).ok()?),
+            _ => return None,
+        };
+        let expect = match (&row.expect_tag, &row.expect_digest) {
+            (Some(tag), Some(d)) => Some(Expected {
+                tag: tag.clone(),
+                digest: Digest::parse(d).ok()?,
+            }),
+            _ => None,
+        };
+        Some(Job {
+            target,
+            trigger: row.trigger.clone(),
+            expect,
+            delivery: None,
+            git_ref: None,
+        })
+    }
+}
+
+/// What became of a submitted job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// A worker started on it.
+    Started,
+    /// It waits for the service's running rollout.
+    Queued,
+    /// It replaced an older waiting job.
+    Replaced,
+    /// The daemon is shutting down.
+    Closed,
+}
+
+impl Submitted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Submitted::Started => "started",
+            Submitted::Queued => "queued",
+            Submitted::Replaced => "queued (replaced an older trigger)",
+            Submitted::Closed => "refused (shutting down)",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_survive_the_pending_table() {
+        let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
+        for job in [
+            Job::new(Target::Track, "poll"),
+            Job::new(Target::Tag("v2".into()), "manual"),
+            Job {
+                target: Target::Digest(digest.clone()),
+                trigger: "webhook".into(),
+                expect: Some(Expected {
+                    tag: "v2".into(),
+                    digest,
+                }),
+                delivery: None,
+                git_ref: None,
+            },
+        ] {
+            assert_eq!(Job::from_row(&job.to_row("web")), Some(job));
+        }
+    }
+}
