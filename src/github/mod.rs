@@ -162,16 +162,11 @@ async fn post(
     }
 }
 
-async fn report(
-    client: octocrab::Octocrab,
-    store: Store,
-    r: Rollout,
-    outcome: impl Future<Output = Option<(Outcome, Option<String>)>>,
-) {
-    let deployments = format!("/repos/{}/deployments", r.repository);
+/// Creates the deployment; `None` (after a warning) when GitHub did not.
+async fn create(client: &octocrab::Octocrab, deployments: &str, r: &Rollout) -> Option<u64> {
     let created = post(
-        &client,
-        &deployments,
+        client,
+        deployments,
         json!({
             "ref": r.git_ref,
             "environment": r.environment,
@@ -183,31 +178,47 @@ async fn report(
         }),
     )
     .await;
-    let id = match created.map(|v| v["id"].as_u64()) {
-        Ok(Some(id)) => id,
+    match created.map(|v| v["id"].as_u64()) {
+        Ok(Some(id)) => Some(id),
         Ok(None) => {
             tracing::warn!(service = %r.service, "GitHub created no deployment (no id in the answer)");
-            return;
+            None
         }
         Err(e) => {
             tracing::warn!(service = %r.service, repository = %r.repository, error = %e, "Cannot create a GitHub deployment");
-            return;
+            None
         }
-    };
-    let status = |state: &str, description: &str| {
+    }
+}
+
+impl Rollout {
+    /// The body of a deployment status.
+    fn status(&self, state: &str, description: &str) -> serde_json::Value {
         let mut body = json!({
             "state": state,
-            "environment_url": r.environment_url,
+            "environment_url": self.environment_url,
             "description": description.chars().take(140).collect::<String>(),
             "auto_inactive": false,
         });
-        if let Some(log) = &r.log_url {
+        if let Some(log) = &self.log_url {
             body["log_url"] = json!(log);
         }
         body
+    }
+}
+
+async fn report(
+    client: octocrab::Octocrab,
+    store: Store,
+    r: Rollout,
+    outcome: impl Future<Output = Option<(Outcome, Option<String>)>>,
+) {
+    let deployments = format!("/repos/{}/deployments", r.repository);
+    let Some(id) = create(&client, &deployments, &r).await else {
+        return;
     };
     let statuses = format!("{deployments}/{id}/statuses");
-    if let Err(e) = post(&client, &statuses, status("in_progress", "rolling out")).await {
+    if let Err(e) = post(&client, &statuses, r.status("in_progress", "rolling out")).await {
         tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment in progress");
     }
     let Some((outcome, error)) = outcome.await else {
@@ -220,7 +231,7 @@ async fn report(
             error.unwrap_or_else(|| other.as_str().to_string()),
         ),
     };
-    if let Err(e) = post(&client, &statuses, status(state, &text)).await {
+    if let Err(e) = post(&client, &statuses, r.status(state, &text)).await {
         tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment's result");
         return;
     }
@@ -230,7 +241,7 @@ async fn report(
     match store.github_deployment(&r.service) {
         Ok(Some(previous)) if previous != id => {
             let route = format!("{deployments}/{previous}/statuses");
-            if let Err(e) = post(&client, &route, status("inactive", "replaced")).await {
+            if let Err(e) = post(&client, &route, r.status("inactive", "replaced")).await {
                 tracing::warn!(service = %r.service, error = %e, "Cannot mark the replaced GitHub deployment inactive");
             }
         }

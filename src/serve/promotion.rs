@@ -31,8 +31,20 @@ pub enum PromotionError {
     NotHealthy {
         from: String,
         digest: String,
-        why: String,
+        why: Unhealthy,
     },
+}
+
+/// Why a promotion's source does not count as running its digest healthily.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    /// Its container could not be found or inspected.
+    #[error(transparent)]
+    Current(#[from] service::CurrentError),
+    #[error("it runs another digest")]
+    OtherDigest,
+    #[error("health: {}", .0.as_str())]
+    Health(Health),
 }
 
 /// What `service` would be promoted to: its source's current digest, provided the source
@@ -56,20 +68,20 @@ pub async fn candidate(
         .flatten()
         .ok_or_else(nothing)?;
     let digest = Digest::parse(&state.digest).map_err(|_| nothing())?;
-    let not_healthy = |why: String| PromotionError::NotHealthy {
+    let not_healthy = |why: Unhealthy| PromotionError::NotHealthy {
         from: from_name.clone(),
         digest: digest.short().to_string(),
         why,
     };
     let running = service::current(ctx.lookup(), from)
         .await
-        .map_err(|e| not_healthy(e.to_string()))?;
+        .map_err(|e| not_healthy(e.into()))?;
     if running.digest.as_ref() != Some(&digest) {
-        return Err(not_healthy("it runs another digest".into()));
+        return Err(not_healthy(Unhealthy::OtherDigest));
     }
     let health = running.status().health;
     if !matches!(health, Health::Healthy) {
-        return Err(not_healthy(format!("health: {}", health.as_str())));
+        return Err(not_healthy(Unhealthy::Health(health)));
     }
     let age = Duration::from_millis(u64::try_from(now_ms() - state.deployed_at).unwrap_or(0));
     Ok((digest, age))

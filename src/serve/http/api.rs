@@ -15,13 +15,14 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::docker::service::CurrentError;
 use crate::image;
 use crate::report::page;
 use crate::report::status::{self, Document};
 use crate::rollout::{Target, request};
 use crate::secret::Secret;
-use crate::serve::http::{App, error, reply};
-use crate::serve::promotion;
+use crate::serve::http::{ApiError, App, reply};
+use crate::serve::promotion::{self, PromotionError, Unhealthy};
 use crate::serve::queue::Job;
 
 pub fn routes() -> Router<Arc<App>> {
@@ -53,18 +54,12 @@ enum Denied {
     WrongToken,
 }
 
-impl IntoResponse for Denied {
-    fn into_response(self) -> Response {
-        let message = match self {
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        ApiError::unauthorized(match denied {
             Denied::NoToken => "a bearer token is required",
             Denied::WrongToken => "the bearer token is not valid",
-        };
-        let mut r = error(StatusCode::UNAUTHORIZED, message);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"hoist\""),
-        );
-        r
+        })
     }
 }
 
@@ -94,20 +89,18 @@ fn authorize_read(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
     }
 }
 
-async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize_read(&app, &headers) {
-        return denied.into_response();
-    }
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize_read(&app, &headers)?;
     let doc: Document = status::document(&app.ctx, Some(&app.status)).await;
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
-    if wants_html {
+    Ok(if wants_html {
         Html(page::render(&doc)).into_response()
     } else {
         axum::Json(doc).into_response()
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -120,35 +113,29 @@ async fn deploys(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(q): Query<DeploysQuery>,
-) -> Response {
-    if let Err(denied) = authorize_read(&app, &headers) {
-        return denied.into_response();
-    }
+) -> Result<Response, ApiError> {
+    authorize_read(&app, &headers)?;
     if let Some(s) = &q.service
         && let Err(e) = app.ctx.config.service(s)
     {
-        return error(StatusCode::NOT_FOUND, e.to_string());
+        return Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()));
     }
-    match app
+    let deploys = app
         .ctx
         .store
         .deploys(q.service.as_deref(), q.limit.unwrap_or(50).min(1000))
-    {
-        Ok(d) => axum::Json(d).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot read the journal");
-            error(
+        .map_err(|e| {
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the state database is not available",
             )
-        }
-    }
+            .caused_by("Cannot read the journal", e)
+        })?;
+    Ok(axum::Json(deploys).into_response())
 }
 
-async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize_read(&app, &headers) {
-        return denied.into_response();
-    }
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize_read(&app, &headers)?;
     let states: Vec<(String, String, crate::store::ServiceState)> = app
         .ctx
         .config
@@ -174,7 +161,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let text = app
         .metrics
         .render(env!("CARGO_PKG_VERSION"), app.status.uptime(), &deployed);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -189,71 +176,91 @@ async fn action(
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: bytes::Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let Some(admin) = app.ctx.config.server.admin_token.as_ref() else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "admin routes are off: set server.admin_token_file to enable them",
-        );
+        ));
     };
     if let Err(denied) = authorize(&headers, &[admin]) {
         tracing::warn!(service = %name, action, reason = ?denied, "Refused an admin request");
-        return denied.into_response();
+        return Err(denied.into());
     }
     let Ok(service) = app.ctx.config.service(&name).cloned() else {
-        return error(StatusCode::NOT_FOUND, format!("no service named `{name}`"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no service named `{name}`"),
+        ));
     };
     let job = match action.as_str() {
-        "deploy" => {
-            let body: DeployBody = if body.is_empty() {
-                DeployBody::default()
-            } else {
-                match serde_json::from_slice(&body) {
-                    Ok(b) => b,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
-                }
-            };
-            let target = match request::deploy_target(body.tag, body.digest.as_deref()) {
-                Ok(Target::Tag(tag)) => match image::validate_tag(&tag) {
-                    Ok(()) => Target::Tag(tag),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-                },
-                Ok(target) => target,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-            };
-            Job::new(target, "api deploy")
-        }
-        "rollback" => {
-            let previous = request::rollback_target(&app.ctx.store, &name).ok();
-            match previous {
-                Some(target) => Job::new(target, "api rollback"),
-                None => {
-                    return error(
-                        StatusCode::CONFLICT,
-                        format!("{name} has no previous digest recorded"),
-                    );
-                }
-            }
-        }
+        "deploy" => deploy_job(&body)?,
+        "rollback" => rollback_job(&app, &name)?,
         "promote" => match promotion::candidate(&app.ctx, &service).await {
             Ok((digest, _)) => promotion::job(&service, digest, "api"),
-            Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
+            Err(e) => return Err(promotion_refused(e)),
         },
         other => {
-            return error(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("unknown action `{other}` (deploy, rollback, promote)"),
-            );
+            ));
         }
     };
     let target = job.target.to_string();
     let trigger = job.trigger.clone();
     let submitted = app.queue.submit(&name, job);
     tracing::info!(service = %name, action, target, submitted = submitted.as_str(), "Admin request");
-    reply(
+    Ok(reply(
         StatusCode::ACCEPTED,
         json!({ "status": submitted.as_str(), "service": name, "target": target, "trigger": trigger }),
-    )
+    ))
+}
+
+/// `deploy`: the track, or the tag or digest the body names.
+fn deploy_job(body: &[u8]) -> Result<Job, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
+    let body: DeployBody = if body.is_empty() {
+        DeployBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("body: {e}")))?
+    };
+    let target =
+        request::deploy_target(body.tag, body.digest.as_deref()).map_err(|e| bad(e.to_string()))?;
+    // The API checks a tag's grammar before queueing; the CLI leaves it to the resolve step.
+    if let Target::Tag(tag) = &target {
+        image::validate_tag(tag).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Job::new(target, "api deploy"))
+}
+
+/// `rollback`: the digest the service ran before its current one.
+fn rollback_job(app: &App, name: &str) -> Result<Job, ApiError> {
+    match request::rollback_target(&app.ctx.store, name).ok() {
+        Some(target) => Ok(Job::new(target, "api rollback")),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{name} has no previous digest recorded"),
+        )),
+    }
+}
+
+/// Why a promotion is refused, told without the Docker engine's own words.
+fn promotion_refused(e: PromotionError) -> ApiError {
+    match e {
+        PromotionError::NotHealthy {
+            from,
+            digest,
+            why: Unhealthy::Current(CurrentError::Engine(cause)),
+        } => ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{from} does not run its recorded digest {digest} healthily right now (its container cannot be inspected; see hoist's log); not promoting"
+            ),
+        )
+        .caused_by("Cannot check the service a promotion is from", cause),
+        other => ApiError::new(StatusCode::CONFLICT, other.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! hoist's HTTP API (axum): GitHub webhooks and health routes.
 //!
 //! Handlers only verify, record and enqueue: every registry and Docker call happens in the
-//! deploy queue or a watch, so GitHub gets its answer within milliseconds. Errors are short
-//! JSON bodies (`{"error": "..."}`) that name the problem and never echo secrets.
+//! deploy queue or a watch, so GitHub gets its answer within milliseconds. Errors are
+//! [`ApiError`]s: short JSON bodies (`{"error": "..."}`) that name the problem and never
+//! echo secrets or internal error text (the crate's error policy is in [`error`]).
 
 pub mod api;
+pub mod error;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::rollout::Target;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::store::deliveries::Deliveries;
+
+pub use error::ApiError;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -56,21 +60,25 @@ pub(crate) fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    reply(status, json!({ "error": message.into() }))
-}
-
 async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-/// Ready when the Docker engine and the state database answer.
+/// Ready when the Docker engine and the state database answer. The body says which one
+/// does not; the log says why.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let docker = app.ctx.engine.ping().await.map_err(|e| e.to_string());
-    let store = app.ctx.store.ping().map_err(|e| e.to_string());
+    let docker = app.ctx.engine.ping().await;
+    if let Err(e) = &docker {
+        tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
+    }
+    let store = app.ctx.store.ping();
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "Not ready: the state database does not answer");
+    }
+    let answer = |ok: bool| if ok { "ok" } else { "unavailable" };
     let body = json!({
-        "docker": docker.as_ref().err().map_or("ok", String::as_str),
-        "state": store.as_ref().err().map_or("ok", String::as_str),
+        "docker": answer(docker.is_ok()),
+        "state": answer(store.is_ok()),
     });
     let code = if docker.is_ok() && store.is_ok() {
         StatusCode::OK
@@ -90,7 +98,8 @@ async fn github_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = handle_delivery(&app, remote, &headers, body);
+    let response =
+        handle_delivery(&app, remote, &headers, body).unwrap_or_else(IntoResponse::into_response);
     let event = header(&headers, "x-github-event").unwrap_or("unknown");
     let result = match response.status() {
         StatusCode::UNAUTHORIZED => "refused",
@@ -109,66 +118,93 @@ async fn github_webhook(
 #[derive(Clone, Copy)]
 struct DeliveryResult(&'static str);
 
-fn handle_delivery(
+/// A delivery whose signature and payload were checked.
+struct Delivery<'a> {
+    event: &'a str,
+    id: &'a str,
+    parsed: Event,
+}
+
+/// Checks a delivery's headers, size, content type and signature, and reads its payload.
+fn read_delivery<'a>(
     app: &App,
     remote: SocketAddr,
-    headers: &HeaderMap,
+    headers: &'a HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Delivery<'a>, ApiError> {
     let Some(secret) = app.ctx.config.github.webhook_secret.as_ref() else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "webhooks are not configured (set github.webhook_secret_file)",
-        );
+        ));
     };
     let (Some(event), Some(delivery)) = (
         header(headers, "x-github-event"),
         header(headers, "x-github-delivery"),
     ) else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing X-GitHub-Event or X-GitHub-Delivery header",
-        );
+        ));
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "payload larger than 25 MiB");
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("payload larger than {} MiB", webhook::MAX_BODY >> 20),
+            )
+        } else {
+            ApiError::new(e.status(), e.body_text())
         }
-        Err(e) => return error(e.status(), e.body_text()),
-    };
+    })?;
     if let Some(kind) = header(headers, "content-type")
         && !kind.starts_with("application/json")
     {
-        return error(
+        return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "content type {kind}: configure the webhook with content type application/json"
             ),
-        );
+        ));
     }
-    if let Err(e) = webhook::verify(
+    webhook::verify(
         secret.expose().as_bytes(),
         &body,
         header(headers, "x-hub-signature-256"),
         header(headers, "x-hub-signature"),
-    ) {
+    )
+    .map_err(|e| {
         tracing::warn!(delivery, event, %remote, reason = %e, "Refused a webhook delivery with a bad signature");
-        return error(StatusCode::UNAUTHORIZED, e.to_string());
-    }
-    let parsed = match webhook::parse(event, &body) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(delivery, event, %remote, error = %e, "Refused an unreadable webhook payload");
-            return error(StatusCode::BAD_REQUEST, e.to_string());
-        }
-    };
+        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
+    })?;
+    let parsed = webhook::parse(event, &body).map_err(|e| {
+        tracing::warn!(delivery, event, %remote, error = %e, "Refused an unreadable webhook payload");
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
+    })?;
+    Ok(Delivery {
+        event,
+        id: delivery,
+        parsed,
+    })
+}
+
+fn handle_delivery(
+    app: &App,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Delivery {
+        event,
+        id: delivery,
+        parsed,
+    } = read_delivery(app, remote, headers, body)?;
     if !app.deliveries.claim(delivery, event) {
         tracing::info!(delivery, event, "Ignoring a redelivery");
-        return with_result(
+        return Ok(with_result(
             reply(StatusCode::OK, json!({ "status": "duplicate" })),
             "duplicate",
-        );
+        ));
     }
     let Acted {
         code,
@@ -187,7 +223,7 @@ fn handle_delivery(
         Some("pong") => "pong",
         _ => "ignored",
     };
-    with_result(reply(code, answer), result)
+    Ok(with_result(reply(code, answer), result))
 }
 
 fn with_result(mut response: Response, result: &'static str) -> Response {
