@@ -8,7 +8,15 @@
 //! effect, the configured drain, the app stopping). It is shown with and without the
 //! Docker engine's own time to create, start and remove containers (`engine`), which on
 //! this machine's fuse-overlayfs storage is most of it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+// Test code: a panic is how a test fails; its helpers are `pub` inside a private module, and a
+// scenario reads best in one piece.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    clippy::too_many_lines,
+    unreachable_pub
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

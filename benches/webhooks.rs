@@ -9,7 +9,15 @@
 //! at most one check at a time): the full path a real delivery takes. The load comes from
 //! `wrk` (Debian package `wrk`), which leaves the two cores to the daemon; the daemon's CPU
 //! time per delivery is read from /proc.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+// Test code: a panic is how a test fails; its helpers are `pub` inside a private module, and a
+// scenario reads best in one piece.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    clippy::too_many_lines,
+    unreachable_pub
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError};
 use crate::traefik::Routing;
 
 #[derive(Clone)]
-pub struct Context {
+pub(crate) struct Context {
     pub config: Arc<Config>,
     pub engine: Engine,
     pub registry: Arc<Registry>,
@@ -23,7 +23,7 @@ pub struct Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ContextError {
+pub(crate) enum ContextError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -34,7 +34,7 @@ pub enum ContextError {
 
 impl Context {
     /// Where the services' containers are looked up.
-    pub fn lookup(&self) -> Lookup<'_> {
+    pub(crate) fn lookup(&self) -> Lookup<'_> {
         Lookup {
             engine: &self.engine,
             network: &self.config.traefik.network,
@@ -42,7 +42,7 @@ impl Context {
     }
 
     /// Connects to Docker, opens the state and installs the probe binary.
-    pub async fn open(config: Config) -> Result<Context, ContextError> {
+    pub(crate) async fn open(config: Config) -> Result<Context, ContextError> {
         let engine = Engine::connect(&config.docker).await?;
         let store = Store::open(&config.state.dir)?;
         let cord = Cord::new(&config.state.dir);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot update {} ({var}): {action}: {source}", path.display())]
-pub struct EnvFileError {
+pub(crate) struct EnvFileError {
     path: PathBuf,
     var: String,
     action: &'static str,
@@ -18,7 +18,7 @@ pub struct EnvFileError {
 /// variables) as it was. The new content is written to a temporary file in the same
 /// directory, synced and renamed over the old one: a crash leaves the old or the new file,
 /// never a torn one. The file's permissions are kept.
-pub fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileError> {
+pub(crate) fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileError> {
     let err = |action, source| EnvFileError {
         path: path.to_path_buf(),
         var: var.to_string(),
@@ -66,19 +66,6 @@ pub fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileError> {
     Ok(())
 }
 
-/// Reads `var` from an env file, if present.
-pub fn get(path: &Path, var: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|line| {
-        let (k, v) = line
-            .trim_start()
-            .strip_prefix("export ")
-            .unwrap_or(line.trim_start())
-            .split_once('=')?;
-        (k.trim() == var).then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
-    })
-}
-
 fn with_var(text: &str, var: &str, value: &str) -> String {
     let mut found = false;
     let mut lines: Vec<String> = text
@@ -106,6 +93,19 @@ fn with_var(text: &str, var: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads `var` from an env file, if present.
+    fn get(path: &Path, var: &str) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|line| {
+            let (k, v) = line
+                .trim_start()
+                .strip_prefix("export ")
+                .unwrap_or(line.trim_start())
+                .split_once('=')?;
+            (k.trim() == var).then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        })
+    }
 
     #[test]
     fn replaces_or_appends_and_keeps_the_rest() {

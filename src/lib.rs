@@ -21,18 +21,18 @@
 
 pub mod cli;
 pub mod config;
-pub mod context;
+pub(crate) mod context;
 pub mod docker;
-pub mod envfile;
+pub(crate) mod envfile;
 pub mod fault;
 pub mod github;
 pub mod image;
-pub mod owner;
+pub(crate) mod owner;
 pub mod registry;
-pub mod report;
-pub mod rollout;
+pub(crate) mod report;
+pub(crate) mod rollout;
 pub mod secret;
-pub mod serve;
-pub mod store;
-pub mod traefik;
-pub mod util;
+pub(crate) mod serve;
+pub(crate) mod store;
+pub(crate) mod traefik;
+pub(crate) mod util;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Gives `path` the owner and group of `dir`, if they differ. Errors are ignored: at
 /// worst the file keeps the creator as owner, as it would without this.
-pub fn like_dir(dir: &Path, path: &Path) {
+pub(crate) fn like_dir(dir: &Path, path: &Path) {
     let (Ok(d), Ok(f)) = (std::fs::metadata(dir), std::fs::symlink_metadata(path)) else {
         return;
     };
@@ -21,7 +21,7 @@ pub fn like_dir(dir: &Path, path: &Path) {
 }
 
 /// Gives `path` the owner and group it had before it was replaced (`old`), if known.
-pub fn restore(path: &Path, old: Option<(u32, u32)>) {
+pub(crate) fn restore(path: &Path, old: Option<(u32, u32)>) {
     if let (Some((uid, gid)), Ok(now)) = (old, std::fs::metadata(path))
         && (now.uid(), now.gid()) != (uid, gid)
     {
@@ -30,7 +30,7 @@ pub fn restore(path: &Path, old: Option<(u32, u32)>) {
 }
 
 /// The owner and group of `path`.
-pub fn of(path: &Path) -> Option<(u32, u32)> {
+pub(crate) fn of(path: &Path) -> Option<(u32, u32)> {
     std::fs::metadata(path).ok().map(|m| (m.uid(), m.gid()))
 }
 

@@ -15,10 +15,10 @@ use crate::config::{ServiceConfig, TraefikConfig};
 /// closes its listener while Traefik still lists it.
 const RETRY_ATTEMPTS: u32 = 3;
 /// Added to Traefik's throttle when hoist cannot ask Traefik whether a change is applied.
-pub const THROTTLE_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const THROTTLE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The `traefik.*` labels for a service, identical for every container of it.
-pub fn labels(service: &ServiceConfig, traefik: &TraefikConfig) -> BTreeMap<String, String> {
+pub(crate) fn labels(service: &ServiceConfig, traefik: &TraefikConfig) -> BTreeMap<String, String> {
     let n = &service.name;
     let router = format!("traefik.http.routers.{n}");
     let mut l = BTreeMap::new();
@@ -50,7 +50,7 @@ pub fn labels(service: &ServiceConfig, traefik: &TraefikConfig) -> BTreeMap<Stri
 
 /// One difference between the labels a container carries and the ones hoist generates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LabelDiff {
+pub(crate) enum LabelDiff {
     Missing {
         key: String,
         want: String,
@@ -81,7 +81,7 @@ impl std::fmt::Display for LabelDiff {
 }
 
 /// Compares the `traefik.*` labels of a running container with the generated ones.
-pub fn diff<'a>(
+pub(crate) fn diff<'a>(
     have: impl IntoIterator<Item = (&'a String, &'a String)>,
     want: &BTreeMap<String, String>,
 ) -> Vec<LabelDiff> {
@@ -117,7 +117,7 @@ pub fn diff<'a>(
 
 #[derive(Debug, thiserror::Error)]
 #[error("Traefik did not {what} within {}s (asked {url}){}", waited.as_secs(), last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default())]
-pub struct RoutingTimeout {
+pub(crate) struct RoutingTimeout {
     pub what: String,
     pub url: String,
     pub waited: Duration,
@@ -127,7 +127,7 @@ pub struct RoutingTimeout {
 /// How hoist learns that Traefik has picked up a change: by asking its API when
 /// `traefik.api_url` is set, otherwise by waiting out its throttle plus a margin.
 #[derive(Clone)]
-pub struct Routing {
+pub(crate) struct Routing {
     api_url: Option<String>,
     throttle: Duration,
     /// `Err`: why there is no client; asking the API then fails with it.
@@ -136,13 +136,13 @@ pub struct Routing {
 
 /// Whether a change was seen in Traefik's API or only waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirmation {
+pub(crate) enum Confirmation {
     Api,
     Waited,
 }
 
 impl Routing {
-    pub fn new(traefik: &TraefikConfig) -> Self {
+    pub(crate) fn new(traefik: &TraefikConfig) -> Self {
         Routing {
             api_url: traefik.api_url.clone(),
             throttle: traefik.throttle,
@@ -153,17 +153,17 @@ impl Routing {
     }
 
     /// How long to wait for Traefik when its API cannot be asked.
-    pub fn settle_time(&self) -> Duration {
+    pub(crate) fn settle_time(&self) -> Duration {
         self.throttle + THROTTLE_MARGIN
     }
 
     /// The server URL Traefik uses for a container.
-    pub fn server_url(ip: &str, port: u16) -> String {
+    pub(crate) fn server_url(ip: &str, port: u16) -> String {
         format!("http://{ip}:{port}")
     }
 
     /// Waits until Traefik routes `service` to `server` (`present`) or no longer does.
-    pub async fn await_server(
+    pub(crate) async fn await_server(
         &self,
         service: &str,
         server: &str,

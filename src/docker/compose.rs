@@ -17,17 +17,17 @@ use crate::docker::drain;
 use crate::docker::engine::short;
 use crate::docker::inspect::{Container, LocalImage};
 
-pub const PROJECT: &str = "com.docker.compose.project";
-pub const SERVICE: &str = "com.docker.compose.service";
-pub const NUMBER: &str = "com.docker.compose.container-number";
-pub const ONEOFF: &str = "com.docker.compose.oneoff";
+pub(crate) const PROJECT: &str = "com.docker.compose.project";
+pub(crate) const SERVICE: &str = "com.docker.compose.service";
+pub(crate) const NUMBER: &str = "com.docker.compose.container-number";
+pub(crate) const ONEOFF: &str = "com.docker.compose.oneoff";
 /// Set on every container hoist creates: the journal entry that created it, so recovery
 /// finds a container even when hoist died before recording its id.
-pub const DEPLOY_LABEL: &str = "dev.hoist.deploy";
+pub(crate) const DEPLOY_LABEL: &str = "dev.hoist.deploy";
 
 /// How compose named the service's containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
+pub(crate) enum Naming {
     /// compose v1: `project_service_N`.
     Underscore,
     /// compose v2: `project-service-N`.
@@ -36,13 +36,13 @@ pub enum Naming {
 
 /// The containers of one compose service, as Docker reports them.
 #[derive(Debug, Clone)]
-pub struct ServiceContainers {
+pub(crate) struct ServiceContainers {
     pub running: Vec<ContainerSummary>,
     pub all: Vec<ContainerSummary>,
 }
 
 impl ServiceContainers {
-    pub fn from_list(list: Vec<ContainerSummary>) -> Self {
+    pub(crate) fn from_list(list: Vec<ContainerSummary>) -> Self {
         let all: Vec<_> = list
             .into_iter()
             .filter(|c| label(c.labels.as_ref(), ONEOFF) != Some("True"))
@@ -56,7 +56,7 @@ impl ServiceContainers {
     }
 
     /// Containers hoist created (any state), with the journal entry that created each.
-    pub fn created_by_hoist(&self) -> impl Iterator<Item = (&str, i64)> {
+    pub(crate) fn created_by_hoist(&self) -> impl Iterator<Item = (&str, i64)> {
         self.all.iter().filter_map(|c| {
             let deploy_id = label(c.labels.as_ref(), DEPLOY_LABEL)?
                 .parse::<i64>()
@@ -66,7 +66,7 @@ impl ServiceContainers {
     }
 
     /// Compose numbers containers from 1; the next one is one above the highest seen.
-    pub fn next_number(&self) -> u32 {
+    pub(crate) fn next_number(&self) -> u32 {
         self.all
             .iter()
             .filter_map(|c| label(c.labels.as_ref(), NUMBER)?.parse::<u32>().ok())
@@ -82,7 +82,7 @@ fn label<'a>(labels: Option<&'a HashMap<String, String>>, key: &str) -> Option<&
 
 /// Recognises compose's naming from a container's name; `None` means a custom
 /// `container_name`, which cannot be duplicated.
-pub fn naming(name: &str, project: &str, service: &str) -> Option<Naming> {
+pub(crate) fn naming(name: &str, project: &str, service: &str) -> Option<Naming> {
     let numbered = |sep: char| {
         name.strip_prefix(&format!("{project}{sep}{service}{sep}"))
             .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
@@ -96,7 +96,7 @@ pub fn naming(name: &str, project: &str, service: &str) -> Option<Naming> {
     }
 }
 
-pub fn numbered_name(naming: Naming, project: &str, service: &str, number: u32) -> String {
+pub(crate) fn numbered_name(naming: Naming, project: &str, service: &str, number: u32) -> String {
     match naming {
         Naming::Underscore => format!("{project}_{service}_{number}"),
         Naming::Dash => format!("{project}-{service}-{number}"),
@@ -104,7 +104,11 @@ pub fn numbered_name(naming: Naming, project: &str, service: &str, number: u32) 
 }
 
 /// Reasons two containers of this service cannot run side by side.
-pub fn side_by_side_blockers(container: &Container, project: &str, service: &str) -> Vec<String> {
+pub(crate) fn side_by_side_blockers(
+    container: &Container,
+    project: &str,
+    service: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     let name = container.name();
     let c = container.raw();
@@ -154,7 +158,7 @@ pub fn side_by_side_blockers(container: &Container, project: &str, service: &str
 }
 
 /// Everything needed to create the next container of a service.
-pub struct NewContainer {
+pub(crate) struct NewContainer {
     pub name: String,
     pub body: ContainerCreateBody,
     /// Networks to connect after creation (the engine takes one at create time before
@@ -163,7 +167,7 @@ pub struct NewContainer {
 }
 
 /// What the rollout knows when it builds the new container.
-pub struct Template<'a> {
+pub(crate) struct Template<'a> {
     pub old: &'a Container,
     /// The image the old container runs, if the engine still has it.
     pub old_image: Option<&'a LocalImage>,
@@ -182,7 +186,7 @@ pub struct Template<'a> {
 /// The old container's config is the image's config merged with the compose file's. Values
 /// equal to the old image's defaults are dropped so that the new image's defaults (its CMD,
 /// ENV, labels...) apply, as `docker compose up` would do.
-pub fn build(t: Template<'_>) -> NewContainer {
+pub(crate) fn build(t: Template<'_>) -> NewContainer {
     let old = t.old.raw();
     let old_config = old.config.clone().unwrap_or_default();
     let image = t
@@ -324,7 +328,7 @@ fn networks(
 
 /// The YAML to paste under the service in docker-compose.yml so that the container compose
 /// creates is one hoist can drain and that Traefik merges with hoist's containers.
-pub fn fragment(
+pub(crate) fn fragment(
     service: &ServiceConfig,
     labels: &BTreeMap<String, String>,
     healthcheck: &HealthConfig,

@@ -14,8 +14,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -23,7 +22,7 @@ use crate::config::{Credentials, DockerConfig};
 use crate::docker::inspect::{Container, LocalImage};
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("cannot reach the Docker engine at {host}: {detail}")]
     Unreachable { host: String, detail: String },
     /// The engine did not answer a ping; in the engine client's own words.
@@ -38,7 +37,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(
             self,
             EngineError::Call {
@@ -67,7 +66,7 @@ fn call_error(action: impl Into<String>, e: bollard::errors::Error) -> EngineErr
 
 /// How a container is doing, as far as routing is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerStatus {
+pub(crate) struct ContainerStatus {
     pub running: bool,
     pub restarting: bool,
     pub exit_code: Option<i64>,
@@ -77,7 +76,7 @@ pub struct ContainerStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
+pub(crate) enum Health {
     /// The container has no healthcheck.
     None,
     Starting,
@@ -86,7 +85,7 @@ pub enum Health {
 }
 
 impl Health {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Health::None => "none",
             Health::Starting => "starting",
@@ -97,7 +96,7 @@ impl Health {
 }
 
 impl ContainerStatus {
-    pub fn from_inspect(c: &ContainerInspectResponse) -> Self {
+    pub(crate) fn from_inspect(c: &ContainerInspectResponse) -> Self {
         let state = c.state.clone().unwrap_or_default();
         let health = state.health.as_ref();
         let status = match health.and_then(|h| h.status) {
@@ -129,13 +128,13 @@ impl ContainerStatus {
 }
 
 #[derive(Clone)]
-pub struct Engine {
+pub(crate) struct Engine {
     docker: Docker,
 }
 
 impl Engine {
     /// Connects and agrees on an API version (the engine may be older than bollard's default).
-    pub async fn connect(config: &DockerConfig) -> Result<Engine, EngineError> {
+    pub(crate) async fn connect(config: &DockerConfig) -> Result<Engine, EngineError> {
         let host = config
             .host
             .clone()
@@ -158,7 +157,7 @@ impl Engine {
     }
 
     /// Whether the engine answers now (readiness).
-    pub async fn ping(&self) -> Result<(), EngineError> {
+    pub(crate) async fn ping(&self) -> Result<(), EngineError> {
         self.docker
             .ping()
             .await
@@ -167,7 +166,7 @@ impl Engine {
     }
 
     /// Pulls `reference` (normally `repo@digest`), reporting progress lines to `progress`.
-    pub async fn pull(
+    pub(crate) async fn pull(
         &self,
         reference: &str,
         credentials: Option<&Credentials>,
@@ -202,7 +201,7 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn inspect_image(&self, reference: &str) -> Result<LocalImage, EngineError> {
+    pub(crate) async fn inspect_image(&self, reference: &str) -> Result<LocalImage, EngineError> {
         self.docker
             .inspect_image(reference)
             .await
@@ -211,7 +210,7 @@ impl Engine {
     }
 
     /// All containers (running or not) carrying every one of `labels`.
-    pub async fn containers_with_labels(
+    pub(crate) async fn containers_with_labels(
         &self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<ContainerSummary>, EngineError> {
@@ -230,7 +229,7 @@ impl Engine {
     }
 
     /// The ids of all containers (running or not) carrying every one of `labels`.
-    pub async fn container_ids_with_labels(
+    pub(crate) async fn container_ids_with_labels(
         &self,
         labels: &[(&str, &str)],
     ) -> Result<Vec<String>, EngineError> {
@@ -238,7 +237,7 @@ impl Engine {
         Ok(containers.into_iter().filter_map(|c| c.id).collect())
     }
 
-    pub async fn inspect(&self, id: &str) -> Result<Container, EngineError> {
+    pub(crate) async fn inspect(&self, id: &str) -> Result<Container, EngineError> {
         self.docker
             .inspect_container(id, None)
             .await
@@ -247,7 +246,7 @@ impl Engine {
     }
 
     /// `None` when the container no longer exists.
-    pub async fn status(&self, id: &str) -> Result<Option<ContainerStatus>, EngineError> {
+    pub(crate) async fn status(&self, id: &str) -> Result<Option<ContainerStatus>, EngineError> {
         match self.inspect(id).await {
             Ok(c) => Ok(Some(c.status())),
             Err(e) if e.is_not_found() => Ok(None),
@@ -255,7 +254,7 @@ impl Engine {
         }
     }
 
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         name: &str,
         body: ContainerCreateBody,
@@ -269,7 +268,7 @@ impl Engine {
         Ok(created.id)
     }
 
-    pub async fn connect_network(
+    pub(crate) async fn connect_network(
         &self,
         network: &str,
         id: &str,
@@ -285,7 +284,7 @@ impl Engine {
             .map_err(|e| call_error(format!("connect {} to network {network}", short(id)), e))
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.docker
             .start_container(id, None)
             .await
@@ -294,7 +293,7 @@ impl Engine {
 
     /// SIGTERM (or the image's stop signal), then SIGKILL after `grace`. A container that is
     /// already stopped or gone is fine.
-    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+    pub(crate) async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(seconds).build();
         match self.docker.stop_container(id, Some(options)).await {
@@ -309,7 +308,7 @@ impl Engine {
 
     /// Removes a container (forcefully: it may still be running); gone already is fine.
     /// Volumes are kept: an anonymous volume may hold data the operator wants back.
-    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let options = RemoveContainerOptionsBuilder::new().force(true).build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
@@ -325,16 +324,8 @@ impl Engine {
         }
     }
 
-    pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
-        let options = RenameContainerOptionsBuilder::new().name(name).build();
-        self.docker
-            .rename_container(id, options)
-            .await
-            .map_err(|e| call_error(format!("rename container {} to {name}", short(id)), e))
-    }
-
     /// The last `lines` lines of a container's output, for failure reports.
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> String {
+    pub(crate) async fn logs_tail(&self, id: &str, lines: usize) -> String {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
@@ -350,6 +341,6 @@ impl Engine {
 }
 
 /// The 12-character form of a container id that Docker's CLI shows.
-pub fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }

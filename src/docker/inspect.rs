@@ -8,7 +8,7 @@ use crate::image::{self, Digest, Repository};
 
 /// A container as the engine inspected it.
 #[derive(Debug, Clone)]
-pub struct Container(ContainerInspectResponse);
+pub(crate) struct Container(ContainerInspectResponse);
 
 impl From<ContainerInspectResponse> for Container {
     fn from(inspect: ContainerInspectResponse) -> Self {
@@ -23,7 +23,7 @@ impl Container {
     }
 
     /// The container's name without Docker's leading slash.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.0
             .name
             .as_deref()
@@ -32,34 +32,34 @@ impl Container {
             .to_string()
     }
 
-    pub fn status(&self) -> ContainerStatus {
+    pub(crate) fn status(&self) -> ContainerStatus {
         ContainerStatus::from_inspect(&self.0)
     }
 
     /// How often the engine restarted it (0 when it does not say).
-    pub fn restart_count(&self) -> i64 {
+    pub(crate) fn restart_count(&self) -> i64 {
         self.0.restart_count.unwrap_or(0)
     }
 
     /// `Config.Image` as created (a tag or `repo@digest`); empty when the engine omits it.
-    pub fn configured_image(&self) -> &str {
+    pub(crate) fn configured_image(&self) -> &str {
         self.config_field(|c| c.image.as_deref())
             .unwrap_or_default()
     }
 
     /// The id of the image it runs.
-    pub fn image_id(&self) -> Option<&str> {
+    pub(crate) fn image_id(&self) -> Option<&str> {
         self.0.image.as_deref()
     }
 
-    pub fn labels(&self) -> impl Iterator<Item = (&String, &String)> {
+    pub(crate) fn labels(&self) -> impl Iterator<Item = (&String, &String)> {
         self.config_field(|c| c.labels.as_ref())
             .into_iter()
             .flatten()
     }
 
     /// Its bind mounts, `source:target[:options]`.
-    pub fn binds(&self) -> &[String] {
+    pub(crate) fn binds(&self) -> &[String] {
         self.0
             .host_config
             .as_ref()
@@ -67,12 +67,12 @@ impl Container {
             .unwrap_or_default()
     }
 
-    pub fn healthcheck(&self) -> Option<&HealthConfig> {
+    pub(crate) fn healthcheck(&self) -> Option<&HealthConfig> {
         self.config_field(|c| c.healthcheck.as_ref())
     }
 
     /// Whether it is attached to `network` (with or without an address).
-    pub fn on_network(&self, network: &str) -> bool {
+    pub(crate) fn on_network(&self, network: &str) -> bool {
         self.0
             .network_settings
             .as_ref()
@@ -81,7 +81,7 @@ impl Container {
     }
 
     /// Its IP address on `network`.
-    pub fn ip_on(&self, network: &str) -> Option<String> {
+    pub(crate) fn ip_on(&self, network: &str) -> Option<String> {
         self.0
             .network_settings
             .as_ref()?
@@ -103,7 +103,7 @@ impl Container {
 
 /// An image present on the engine.
 #[derive(Debug, Clone)]
-pub struct LocalImage(ImageInspect);
+pub(crate) struct LocalImage(ImageInspect);
 
 impl From<ImageInspect> for LocalImage {
     fn from(inspect: ImageInspect) -> Self {
@@ -113,12 +113,15 @@ impl From<ImageInspect> for LocalImage {
 
 impl LocalImage {
     /// Its `RepoDigests`: `repo@digest` for each repository it was pulled from.
-    pub fn repo_digests(&self) -> &[String] {
+    pub(crate) fn repo_digests(&self) -> &[String] {
         self.0.repo_digests.as_deref().unwrap_or_default()
     }
 
     /// The digests it has under `repo`.
-    pub fn digests_of<'a>(&'a self, repo: &'a Repository) -> impl Iterator<Item = Digest> + 'a {
+    pub(crate) fn digests_of<'a>(
+        &'a self,
+        repo: &'a Repository,
+    ) -> impl Iterator<Item = Digest> + 'a {
         self.repo_digests()
             .iter()
             .filter_map(|d| image::split_pinned(d))
@@ -126,16 +129,16 @@ impl LocalImage {
             .map(|(_, d)| d)
     }
 
-    pub fn has_digest(&self, repo: &Repository, digest: &Digest) -> bool {
+    pub(crate) fn has_digest(&self, repo: &Repository, digest: &Digest) -> bool {
         self.digests_of(repo).any(|d| &d == digest)
     }
 
     /// The image's own config (its CMD, ENV, labels, healthcheck...).
-    pub fn config(&self) -> Option<&ImageConfig> {
+    pub(crate) fn config(&self) -> Option<&ImageConfig> {
         self.0.config.as_ref()
     }
 
-    pub fn healthcheck(&self) -> Option<&HealthConfig> {
+    pub(crate) fn healthcheck(&self) -> Option<&HealthConfig> {
         self.config().and_then(|c| c.healthcheck.as_ref())
     }
 }

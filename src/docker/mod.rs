@@ -2,8 +2,8 @@
 //! ([`inspect`]), what a managed service runs ([`service`]), compose's labels and naming
 //! ([`compose`]), and the health cord with `hoist probe` ([`drain`]).
 
-pub mod compose;
+pub(crate) mod compose;
 pub mod drain;
-pub mod engine;
-pub mod inspect;
-pub mod service;
+pub(crate) mod engine;
+pub(crate) mod inspect;
+pub(crate) mod service;

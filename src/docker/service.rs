@@ -10,7 +10,7 @@ use crate::image::{self, Digest, Repository};
 
 /// The container serving a service.
 #[derive(Debug, Clone)]
-pub struct Running {
+pub(crate) struct Running {
     pub id: String,
     pub container: Container,
     /// Its address on the Traefik network.
@@ -21,13 +21,13 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn status(&self) -> ContainerStatus {
+    pub(crate) fn status(&self) -> ContainerStatus {
         self.container.status()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CurrentError {
+pub(crate) enum CurrentError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(
@@ -47,13 +47,13 @@ pub enum CurrentError {
 /// Where a service's containers are looked up: the engine, and the network Traefik reaches
 /// them on (their address there is the one routed).
 #[derive(Clone, Copy)]
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     pub engine: &'a Engine,
     pub network: &'a str,
 }
 
 /// Every container of the service's compose service (any state, one-off runs excluded).
-pub async fn containers(
+pub(crate) async fn containers(
     at: Lookup<'_>,
     s: &ServiceConfig,
 ) -> Result<ServiceContainers, EngineError> {
@@ -68,13 +68,13 @@ pub async fn containers(
 }
 
 /// The one running container of the service.
-pub async fn current(at: Lookup<'_>, s: &ServiceConfig) -> Result<Running, CurrentError> {
+pub(crate) async fn current(at: Lookup<'_>, s: &ServiceConfig) -> Result<Running, CurrentError> {
     let all = containers(at, s).await?;
     single(at, s, &all).await
 }
 
 /// The one running container among `all`.
-pub async fn single(
+pub(crate) async fn single(
     at: Lookup<'_>,
     s: &ServiceConfig,
     all: &ServiceContainers,
@@ -93,7 +93,11 @@ pub async fn single(
     }
 }
 
-pub async fn inspect(at: Lookup<'_>, s: &ServiceConfig, id: &str) -> Result<Running, EngineError> {
+pub(crate) async fn inspect(
+    at: Lookup<'_>,
+    s: &ServiceConfig,
+    id: &str,
+) -> Result<Running, EngineError> {
     let container = at.engine.inspect(id).await?;
     let image = container.configured_image().to_string();
     let digest = match image::split_pinned(&image) {

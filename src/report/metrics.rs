@@ -38,7 +38,7 @@ impl Histogram {
 }
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     deploys: Mutex<BTreeMap<Labels, u64>>,
     rollout_seconds: Mutex<BTreeMap<Labels, Histogram>>,
     step_seconds: Mutex<BTreeMap<Labels, Histogram>>,
@@ -48,13 +48,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn rollout_started(&self, service: &str) {
+    pub(crate) fn rollout_started(&self, service: &str) {
         *lock(&self.in_progress)
             .entry(vec![("service", service.to_string())])
             .or_default() = 1;
     }
 
-    pub fn rollout_finished(
+    pub(crate) fn rollout_finished(
         &self,
         service: &str,
         environment: &str,
@@ -80,7 +80,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn step(&self, service: &str, step: &str, took: Duration) {
+    pub(crate) fn step(&self, service: &str, step: &str, took: Duration) {
         lock(&self.step_seconds)
             .entry(vec![
                 ("service", service.to_string()),
@@ -90,7 +90,7 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn delivery(&self, event: &str, result: &str) {
+    pub(crate) fn delivery(&self, event: &str, result: &str) {
         *lock(&self.deliveries)
             .entry(vec![
                 ("event", event.to_string()),
@@ -99,7 +99,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn poll_error(&self, service: &str) {
+    pub(crate) fn poll_error(&self, service: &str) {
         *lock(&self.poll_errors)
             .entry(vec![("service", service.to_string())])
             .or_default() += 1;
@@ -107,7 +107,7 @@ impl Metrics {
 
     /// The exposition text. `deployed` is (service, environment, image, tag, digest) of
     /// what each service runs, for the info metric.
-    pub fn render(&self, version: &str, uptime: Duration, deployed: &[[&str; 5]]) -> String {
+    pub(crate) fn render(&self, version: &str, uptime: Duration, deployed: &[[&str; 5]]) -> String {
         let mut out = String::new();
         header(&mut out, "hoist_build_info", "gauge", "hoist's version.");
         let _ = writeln!(out, "hoist_build_info{{version=\"{}\"}} 1", escape(version));

@@ -4,8 +4,8 @@
 
 #[cfg(test)]
 pub(crate) mod example;
-pub mod metrics;
-pub mod notify;
-pub mod page;
-pub mod status;
-pub mod text;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod page;
+pub(crate) mod status;
+pub(crate) mod text;

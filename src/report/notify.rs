@@ -18,7 +18,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// `Err`: why there is no client; each notification is then logged as not delivered.
     http: Result<reqwest::Client, String>,
     config: std::sync::Arc<Config>,
@@ -27,7 +27,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// Notifications are sent from tasks on `tasks`.
-    pub fn new(config: std::sync::Arc<Config>, tasks: TaskTracker) -> Self {
+    pub(crate) fn new(config: std::sync::Arc<Config>, tasks: TaskTracker) -> Self {
         Notifier {
             http: crate::util::http_client(reqwest::Client::builder().timeout(TIMEOUT)),
             config,
@@ -36,7 +36,7 @@ impl Notifier {
     }
 
     /// Tells the service's environment about a finished rollout (not about no-ops).
-    pub fn rollout(&self, service: &ServiceConfig, report: &Report) {
+    pub(crate) fn rollout(&self, service: &ServiceConfig, report: &Report) {
         let Some(url) = self
             .config
             .environments
@@ -83,7 +83,7 @@ async fn send(http: reqwest::Client, url: String, text: String, name: String) {
 }
 
 /// The chat line for a rollout; `None` for outcomes nobody needs to hear about.
-pub fn message(
+pub(crate) fn message(
     service: &ServiceConfig,
     report: &Report,
     public_url: Option<&str>,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::image::short_hex;
 use crate::report::status::{Document, LastRollout, ServiceView, State};
 
-pub fn render(doc: &Document) -> String {
+pub(crate) fn render(doc: &Document) -> String {
     let now = doc.generated_at;
     let mut environments: Vec<&str> = Vec::new();
     for s in &doc.services {
@@ -187,7 +187,7 @@ fn short(digest: &str) -> String {
 }
 
 /// "3 min ago", "in 40 s".
-pub fn relative(at_ms: i64, now_ms: i64) -> String {
+pub(crate) fn relative(at_ms: i64, now_ms: i64) -> String {
     let delta = now_ms - at_ms;
     let text = duration(delta.unsigned_abs());
     if delta >= 0 {

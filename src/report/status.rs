@@ -57,7 +57,7 @@ impl TryFrom<String> for State {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ServiceStatus {
+pub(crate) struct ServiceStatus {
     pub state: State,
     /// The step of the rollout running now.
     pub step: Option<String>,
@@ -71,7 +71,7 @@ pub struct ServiceStatus {
     pub watching_until: Option<i64>,
 }
 
-pub struct Status {
+pub(crate) struct Status {
     started: Instant,
     started_at: i64,
     services: Mutex<BTreeMap<String, ServiceStatus>>,
@@ -89,7 +89,7 @@ impl Default for Status {
 
 impl Status {
     /// A status that knows every configured service (all idle).
-    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
         let status = Status::default();
         for name in services {
             status.update(name, |_| {});
@@ -97,26 +97,26 @@ impl Status {
         status
     }
 
-    pub fn update(&self, service: &str, change: impl FnOnce(&mut ServiceStatus)) {
+    pub(crate) fn update(&self, service: &str, change: impl FnOnce(&mut ServiceStatus)) {
         let mut map = self.services.lock().unwrap_or_else(|e| e.into_inner());
         change(map.entry(service.to_string()).or_default());
     }
 
-    pub fn get(&self, service: &str) -> ServiceStatus {
+    pub(crate) fn get(&self, service: &str) -> ServiceStatus {
         let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
         map.get(service).cloned().unwrap_or_default()
     }
 
-    pub fn uptime(&self) -> std::time::Duration {
+    pub(crate) fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
 
-    pub fn started_at(&self) -> i64 {
+    pub(crate) fn started_at(&self) -> i64 {
         self.started_at
     }
 
     /// One line for systemd's STATUS=: what is rolling, else idle.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let busy: Vec<String> = map
             .iter()
@@ -206,7 +206,7 @@ impl From<Deploy> for LastRollout {
 }
 
 /// Builds the document. `live` is the daemon's in-memory status (absent in the CLI).
-pub async fn document(ctx: &Context, live: Option<&Status>) -> Document {
+pub(crate) async fn document(ctx: &Context, live: Option<&Status>) -> Document {
     let mut services = Vec::new();
     for s in &ctx.config.services {
         services.push(service_view(ctx, s, live).await);

@@ -21,7 +21,7 @@ const COLUMNS: [&str; 8] = [
 ];
 
 /// The compact table of `hoist status`, then a line per problem.
-pub fn format_status(doc: &Document) -> String {
+pub(crate) fn format_status(doc: &Document) -> String {
     let mut rows = vec![COLUMNS.map(String::from)];
     let mut problems = Vec::new();
     for s in &doc.services {
@@ -37,7 +37,7 @@ pub fn format_status(doc: &Document) -> String {
 
 /// `hoist status --json`: through a `Value`, whose keys are sorted, as it has always
 /// printed them.
-pub fn status_json(doc: &Document) -> serde_json::Result<String> {
+pub(crate) fn status_json(doc: &Document) -> serde_json::Result<String> {
     serde_json::to_string_pretty(&serde_json::to_value(doc)?)
 }
 
@@ -106,7 +106,7 @@ fn table(rows: &[[String; 8]]) -> String {
 }
 
 /// One journal entry of `hoist history`: a summary line, its steps, its error.
-pub fn format_deploy(d: &Deploy) -> String {
+pub(crate) fn format_deploy(d: &Deploy) -> String {
     let when = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(d.started_at).unwrap_or(0)),
     );
@@ -154,7 +154,7 @@ pub fn format_deploy(d: &Deploy) -> String {
     out
 }
 
-pub fn format_ms(ms: i64) -> String {
+pub(crate) fn format_ms(ms: i64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
@@ -163,7 +163,7 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 /// How a rollout ended, in one line, the same whether it ran in the CLI or in the daemon.
-pub struct Ended<'a> {
+pub(crate) struct Ended<'a> {
     pub service: &'a str,
     pub outcome: Outcome,
     /// The digest rolled to, shortened, or `-`.

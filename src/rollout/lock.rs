@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error("{service} is busy: {holder}")]
     Held { service: String, holder: String },
     #[error("cannot open lock file {}: {source}", path.display())]
@@ -19,14 +19,14 @@ pub enum LockError {
 
 /// Held for as long as the value lives.
 #[derive(Debug)]
-pub struct ServiceLock {
+pub(crate) struct ServiceLock {
     _file: File,
 }
 
 impl ServiceLock {
     /// Takes the lock for `service` without waiting; `holder` describes this process for
     /// whoever finds the lock taken (e.g. "hoist deploy web-stage").
-    pub fn acquire(
+    pub(crate) fn acquire(
         state_dir: &Path,
         service: &str,
         holder: &str,

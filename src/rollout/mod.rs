@@ -15,11 +15,11 @@
 //! Every step is entered in the journal before it acts, so that after a crash `recover`
 //! knows how far a rollout got.
 
-pub mod lock;
+pub(crate) mod lock;
 mod observe;
 mod preflight;
-pub mod recover;
-pub mod request;
+pub(crate) mod recover;
+pub(crate) mod request;
 mod steps;
 mod withdraw;
 
@@ -40,12 +40,12 @@ use crate::store::{NewDeploy, Outcome, StepRecord, StoreError, millis, now_ms};
 use crate::traefik::RoutingTimeout;
 use withdraw::retire;
 
-pub use crate::store::Step;
-pub use observe::{Clocks, Observer, Quiet, Scope};
+pub(crate) use crate::store::Step;
+pub(crate) use observe::{Clocks, Observer, Quiet, Scope};
 
 /// What to deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The service's configured `track`.
     Track,
     Tag(String),
@@ -63,7 +63,7 @@ impl std::fmt::Display for Target {
 }
 
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub target: Target,
     /// Why this rollout happens, for the journal ("manual", "rollback", ...).
     pub trigger: String,
@@ -73,19 +73,17 @@ pub struct Request {
 
 /// How a rollout ended.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     pub deploy_id: i64,
-    pub service: String,
     pub outcome: Outcome,
     /// The step that failed, if one did.
     pub failed_step: Option<Step>,
     pub error: Option<String>,
-    pub from: Option<Digest>,
     pub to: Option<Digest>,
 }
 
 impl Report {
-    pub fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         self.outcome.is_success()
     }
 }
@@ -93,7 +91,7 @@ impl Report {
 /// Problems outside the steps: the service is locked or its recovery failed (nothing was
 /// started), or the journal could not be written, at the start or after the steps ran.
 #[derive(Debug, thiserror::Error)]
-pub enum RolloutError {
+pub(crate) enum RolloutError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -104,7 +102,7 @@ pub enum RolloutError {
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -141,7 +139,7 @@ struct Started {
 
 /// Runs one rollout of `service`, holding its lock; recovers interrupted rollouts of the
 /// service first. Step failures are reported in the [`Report`], not as errors.
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     service: &ServiceConfig,
     request: &Request,
@@ -195,17 +193,14 @@ impl Rollout<'_> {
         &self,
         outcome: Outcome,
         failed: Option<(Step, String)>,
-        from: Option<Digest>,
         to: Option<Digest>,
     ) -> Report {
         let (failed_step, error) = failed.map_or((None, None), |(s, e)| (Some(s), Some(e)));
         Report {
             deploy_id: self.id,
-            service: self.service.name.clone(),
             outcome,
             failed_step,
             error,
-            from,
             to,
         }
     }
@@ -223,23 +218,17 @@ impl Rollout<'_> {
         let plan = match self.timed(Step::Resolve, self.resolve(target)).await {
             Ok(plan) => plan,
             Err(e) => {
-                return self.report(
-                    Outcome::Failed,
-                    Some((Step::Resolve, e.to_string())),
-                    None,
-                    None,
-                );
+                return self.report(Outcome::Failed, Some((Step::Resolve, e.to_string())), None);
             }
         };
-        let from = plan.old.digest.clone();
         let to = Some(plan.resolved.digest.clone());
         if plan.old.digest.as_ref() == Some(&plan.resolved.digest) {
-            return self.report(Outcome::Noop, None, from, to);
+            return self.report(Outcome::Noop, None, to);
         }
         self.observer
             .planned(plan.resolved.tag.as_deref(), &plan.resolved.digest);
         let fail = |step: Step, outcome: Outcome, e: String| {
-            self.report(outcome, Some((step, e)), from.clone(), to.clone())
+            self.report(outcome, Some((step, e)), to.clone())
         };
 
         if let Err(e) = self.timed(Step::Pull, self.pull(&plan)).await {
@@ -283,7 +272,7 @@ impl Rollout<'_> {
                 format!("the new version is serving, but recording it failed: {e}"),
             );
         }
-        self.report(Outcome::Succeeded, None, from, to)
+        self.report(Outcome::Succeeded, None, to)
     }
 
     /// Enters `step` in the journal, runs it, and records its duration and result.

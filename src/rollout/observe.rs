@@ -8,7 +8,7 @@ use crate::image::Digest;
 use crate::store::Step;
 
 /// Receives progress, for a terminal or a status page. Log lines are written regardless.
-pub trait Observer: Send + Sync {
+pub(crate) trait Observer: Send + Sync {
     /// After `resolve`, when there is something to deploy: the tag (if any) and digest.
     fn planned(&self, _tag: Option<&str>, _digest: &Digest) {}
     fn started(&self, _step: Step) {}
@@ -17,13 +17,13 @@ pub trait Observer: Send + Sync {
 }
 
 /// An observer that only relies on the log lines.
-pub struct Quiet;
+pub(crate) struct Quiet;
 impl Observer for Quiet {}
 
 /// Time a step spends outside hoist's own work, kept apart in the journal so that hoist's
 /// overhead can be told from the waits it is told to make.
 #[derive(Debug, Default)]
-pub struct Clocks {
+pub(crate) struct Clocks {
     /// Waiting on the outside world: the app getting healthy, Traefik, the cord taking
     /// effect, the configured drain, the app stopping.
     waited: Mutex<Duration>,
@@ -45,14 +45,14 @@ impl Clocks {
 
 /// What a step reports to: progress for the observer, and its [`Clocks`].
 #[derive(Clone, Copy)]
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     observer: &'a dyn Observer,
     step: Step,
     clocks: &'a Clocks,
 }
 
 impl<'a> Scope<'a> {
-    pub fn new(observer: &'a dyn Observer, step: Step, clocks: &'a Clocks) -> Self {
+    pub(crate) fn new(observer: &'a dyn Observer, step: Step, clocks: &'a Clocks) -> Self {
         Scope {
             observer,
             step,
@@ -60,12 +60,12 @@ impl<'a> Scope<'a> {
         }
     }
 
-    pub fn progress(&self, message: &str) {
+    pub(crate) fn progress(&self, message: &str) {
         self.observer.progress(self.step, message);
     }
 
     /// Runs `work`, counting its time as waiting on the outside world.
-    pub async fn wait<T>(&self, work: impl Future<Output = T>) -> T {
+    pub(crate) async fn wait<T>(&self, work: impl Future<Output = T>) -> T {
         let clock = Instant::now();
         let out = work.await;
         Clocks::add(&self.clocks.waited, clock.elapsed());
@@ -73,7 +73,7 @@ impl<'a> Scope<'a> {
     }
 
     /// Runs `work`, counting its time as the Docker engine's.
-    pub async fn engine<T>(&self, work: impl Future<Output = T>) -> T {
+    pub(crate) async fn engine<T>(&self, work: impl Future<Output = T>) -> T {
         let clock = Instant::now();
         let out = work.await;
         Clocks::add(&self.clocks.engine, clock.elapsed());

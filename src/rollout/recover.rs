@@ -23,7 +23,7 @@ use crate::rollout::{Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RecoverError {
+pub(crate) enum RecoverError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("deploy #{id} of {service}: {source}")]
@@ -35,7 +35,7 @@ pub enum RecoverError {
 }
 
 /// Recovers every interrupted rollout of `service`. The caller holds the service's lock.
-pub async fn service(ctx: &Context, service: &ServiceConfig) -> Result<(), RecoverError> {
+pub(crate) async fn service(ctx: &Context, service: &ServiceConfig) -> Result<(), RecoverError> {
     for deploy in ctx.store.running_deploys(&service.name)? {
         tracing::warn!(service = %service.name, deploy = deploy.id, step = deploy.step.as_deref().unwrap_or("-"),
             "Found a rollout interrupted by a crash; recovering");

@@ -6,7 +6,7 @@ use crate::rollout::Target;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub(crate) enum TargetError {
     #[error("give a tag or a digest, not both")]
     TagAndDigest,
     #[error(transparent)]
@@ -15,7 +15,10 @@ pub enum TargetError {
 
 /// A deploy's target: the tag or the digest asked for, else the tracked tag. The tag's
 /// grammar is left to the resolve step, which refuses a bad one with a journal entry.
-pub fn deploy_target(tag: Option<String>, digest: Option<&str>) -> Result<Target, TargetError> {
+pub(crate) fn deploy_target(
+    tag: Option<String>,
+    digest: Option<&str>,
+) -> Result<Target, TargetError> {
     match (tag, digest) {
         (Some(_), Some(_)) => Err(TargetError::TagAndDigest),
         (Some(tag), None) => Ok(Target::Tag(tag)),
@@ -27,7 +30,7 @@ pub fn deploy_target(tag: Option<String>, digest: Option<&str>) -> Result<Target
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RollbackError {
+pub(crate) enum RollbackError {
     #[error("{service} has no previous digest recorded")]
     NoPrevious { service: String },
     #[error(transparent)]
@@ -37,7 +40,7 @@ pub enum RollbackError {
 }
 
 /// A rollback's target: the digest `service` ran before the one it runs now.
-pub fn rollback_target(store: &Store, service: &str) -> Result<Target, RollbackError> {
+pub(crate) fn rollback_target(store: &Store, service: &str) -> Result<Target, RollbackError> {
     let previous = store
         .service_state(service)?
         .and_then(|state| state.previous_digest)

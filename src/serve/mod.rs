@@ -8,11 +8,11 @@
 //! recovery at the next start, and say which happened; then give the rollouts' GitHub
 //! reports and notifications a bounded time, and say if it ran out.
 
-pub mod http;
-pub mod poller;
-pub mod promotion;
-pub mod queue;
-pub mod systemd;
+pub(crate) mod http;
+pub(crate) mod poller;
+pub(crate) mod promotion;
+pub(crate) mod queue;
+pub(crate) mod systemd;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,13 +40,13 @@ use crate::store::deliveries::Deliveries;
 /// the default 60 s shutdown grace this stays within systemd's `TimeoutStopSec=90s`.
 const REPORT_GRACE: Duration = Duration::from_secs(15);
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     app: App,
     listener: TcpListener,
 }
 
 impl Daemon {
-    pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+    pub(crate) async fn build(config: Config) -> anyhow::Result<Daemon> {
         let ctx = Context::open(config).await?;
         recover_all(&ctx).await;
         let listen = ctx.config.server.listen;
@@ -75,12 +75,8 @@ impl Daemon {
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub(crate) async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Daemon { app, listener } = self;
         let addr = listener.local_addr()?;
 

@@ -33,7 +33,7 @@ const WATCH_MAX: Duration = Duration::from_secs(30);
 
 /// What one look at the registry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Check {
+pub(crate) enum Check {
     /// The service runs what its track points at.
     UpToDate,
     /// The track points elsewhere; a rollout was queued.
@@ -41,7 +41,7 @@ pub enum Check {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -63,7 +63,7 @@ impl CheckError {
 }
 
 /// Resolves the service's track and queues a rollout when it differs from what runs.
-pub async fn check(
+pub(crate) async fn check(
     ctx: &Context,
     queue: &Queue,
     s: &ServiceConfig,
@@ -85,7 +85,7 @@ pub async fn check(
 }
 
 /// Polls one service until `stop`. Each tick is [`check`].
-pub async fn poll(
+pub(crate) async fn poll(
     ctx: Context,
     queue: Queue,
     status: Arc<Status>,
@@ -157,7 +157,7 @@ fn jitter(d: Duration) -> Duration {
 /// Each runs on a task of `tasks` under a child of the daemon's stop token, so shutdown
 /// cancels them and [`Watches::shutdown`] sees them gone.
 #[derive(Clone, Default)]
-pub struct Watches {
+pub(crate) struct Watches {
     open: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     tasks: TaskTracker,
@@ -166,7 +166,7 @@ pub struct Watches {
 impl Watches {
     /// Watches the registry for `service` until its track's digest differs from what runs
     /// (then queues a rollout) or `watch_window` has passed.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         ctx: &Context,
         queue: &Queue,
@@ -213,7 +213,7 @@ impl Watches {
     }
 
     /// Waits for the watch windows to end; they are cancelled by the daemon's stop token.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.tasks.close();
         self.tasks.wait().await;
     }

@@ -20,7 +20,7 @@ use crate::store::now_ms;
 const TICK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum PromotionError {
+pub(crate) enum PromotionError {
     #[error("{0} has no promote_from")]
     NotPromoted(String),
     #[error("{from} has no deployed digest recorded yet; deploy it with hoist first")]
@@ -37,7 +37,7 @@ pub enum PromotionError {
 
 /// Why a promotion's source does not count as running its digest healthily.
 #[derive(Debug, thiserror::Error)]
-pub enum Unhealthy {
+pub(crate) enum Unhealthy {
     /// Its container could not be found or inspected.
     #[error(transparent)]
     Current(#[from] service::CurrentError),
@@ -49,7 +49,7 @@ pub enum Unhealthy {
 
 /// What `service` would be promoted to: its source's current digest, provided the source
 /// runs it now and is healthy. Also returns how long the source has run it.
-pub async fn candidate(
+pub(crate) async fn candidate(
     ctx: &Context,
     s: &ServiceConfig,
 ) -> Result<(Digest, Duration), PromotionError> {
@@ -88,7 +88,7 @@ pub async fn candidate(
 }
 
 /// The job that promotes `s`.
-pub fn job(s: &ServiceConfig, digest: Digest, how: &str) -> Job {
+pub(crate) fn job(s: &ServiceConfig, digest: Digest, how: &str) -> Job {
     let from = s.promote_from.as_deref().unwrap_or("?");
     Job::new(
         Target::Digest(digest),
@@ -97,7 +97,7 @@ pub fn job(s: &ServiceConfig, digest: Digest, how: &str) -> Job {
 }
 
 /// Promotes services with `promote_after` once their source has run a digest long enough.
-pub async fn run(ctx: Context, queue: Queue, stop: CancellationToken) {
+pub(crate) async fn run(ctx: Context, queue: Queue, stop: CancellationToken) {
     let automatic: Vec<ServiceConfig> = ctx
         .config
         .services

@@ -16,16 +16,16 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-pub fn stopping(status: &str) {
+pub(crate) fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
 /// Pets the watchdog at half its period (and refreshes STATUS) while the runtime is alive.
-pub async fn watchdog(status: Arc<Status>, stop: CancellationToken) {
+pub(crate) async fn watchdog(status: Arc<Status>, stop: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -39,7 +39,7 @@ pub async fn watchdog(status: Arc<Status>, stop: CancellationToken) {
 }
 
 /// Where the installed unit lives.
-pub const UNIT_PATH: &str = "/etc/systemd/system/hoist.service";
+pub(crate) const UNIT_PATH: &str = "/etc/systemd/system/hoist.service";
 
 /// Where systemd looks up a credential given by name rather than by absolute path.
 const CREDENTIAL_STORES: [&str; 3] = ["/etc/credstore", "/run/credstore", "/usr/lib/credstore"];

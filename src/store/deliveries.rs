@@ -29,7 +29,7 @@ use crate::store::{Store, StoreError, millis, now_ms};
 use crate::util::lock;
 
 /// How long an id is remembered: a week (GitHub redelivers for three days).
-pub const MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const SHARDS: usize = 64;
@@ -40,7 +40,7 @@ type Shard = HashMap<Key, u32, BuildHasherDefault<KeyHasher>>;
 /// A delivery claimed and not yet written: (id, event, received at).
 type Unflushed = (String, String, i64);
 
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     store: Store,
     /// Shard [`Key::shard`] holds a key.
     shards: Vec<Mutex<Shard>>,
@@ -102,7 +102,7 @@ fn seconds(ms: i64) -> u32 {
 
 impl Deliveries {
     /// Loads the ids of the last [`MEMORY`] from the state database.
-    pub fn open(store: Store) -> Result<Self, StoreError> {
+    pub(crate) fn open(store: Store) -> Result<Self, StoreError> {
         let mut shards = vec![Shard::default(); SHARDS];
         for (id, at) in store.deliveries_since(now_ms() - millis(MEMORY))? {
             let key = Key::of(&id);
@@ -121,7 +121,7 @@ impl Deliveries {
 
     /// `true` when the id is new (and is now claimed), `false` for a redelivery. Atomic:
     /// of two concurrent copies of one delivery, exactly one is new.
-    pub fn claim(&self, id: &str, event: &str) -> bool {
+    pub(crate) fn claim(&self, id: &str, event: &str) -> bool {
         let key = Key::of(id);
         let at = now_ms();
         if self.shard(key).insert(key, seconds(at)).is_some() {
@@ -133,7 +133,7 @@ impl Deliveries {
 
     /// Writes claimed ids to the database. On failure they stay claimed and are written
     /// by the next flush.
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut *lock(&self.unflushed));
         if batch.is_empty() {
             return Ok(());
@@ -148,7 +148,7 @@ impl Deliveries {
     }
 
     /// Forgets ids older than [`MEMORY`], in memory and in the database.
-    pub fn prune(&self) -> Result<usize, StoreError> {
+    pub(crate) fn prune(&self) -> Result<usize, StoreError> {
         let cutoff = now_ms() - millis(MEMORY);
         let kept_from = seconds(cutoff);
         for shard in &self.shards {
@@ -160,7 +160,7 @@ impl Deliveries {
     /// Flushes every 50 ms and prunes every hour until `stop`, then flushes once more.
     /// Both are blocking SQLite transactions: they run on the blocking pool, so that the
     /// threads answering webhooks never wait for them.
-    pub async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
+    pub(crate) async fn run(self: std::sync::Arc<Self>, stop: CancellationToken) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         // A full disk fails every flush: say so when it starts and when it ends.

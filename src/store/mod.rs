@@ -7,7 +7,7 @@
 //! with `PRAGMA user_version`; migrations (`migrations`) run in order at open. Calls are
 //! synchronous and short; callers hold the connection only for one statement or transaction.
 
-pub mod deliveries;
+pub(crate) mod deliveries;
 mod journal;
 mod migrations;
 mod state;
@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-pub use journal::{Deploy, NewDeploy, Outcome, Resolution, Step, StepRecord};
+pub(crate) use journal::{Deploy, NewDeploy, Outcome, Resolution, Step, StepRecord};
 use migrations::MIGRATIONS;
-pub use state::{PendingRow, ServiceState};
+pub(crate) use state::{PendingRow, ServiceState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,7 +42,7 @@ pub enum StoreError {
     },
 }
 
-pub fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -58,7 +58,7 @@ pub struct Store {
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -25,7 +25,7 @@ use crate::serve::http::{ApiError, App, reply};
 use crate::serve::promotion::{self, PromotionError, Unhealthy};
 use crate::serve::queue::Job;
 
-pub fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/status", get(status))
         .route("/api/deploys", get(deploys))

@@ -30,7 +30,7 @@ type Cause = Box<dyn Error + Send + Sync>;
 
 /// An HTTP error: a status and a message safe to show, and what to log, if anything.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     /// The log line and the error behind it, logged when the response is made.
@@ -41,7 +41,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// `message` goes to the client as is: only what the request said, or config names.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -51,7 +51,7 @@ impl ApiError {
     }
 
     /// A 401 that asks for a bearer token.
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError {
             bearer_challenge: true,
             ..ApiError::new(StatusCode::UNAUTHORIZED, message)
@@ -60,7 +60,7 @@ impl ApiError {
 
     /// Logs `cause` (an error) with the sentence `log` when the response is made; the
     /// client sees only the message.
-    pub fn caused_by(mut self, log: &'static str, cause: impl Into<Cause>) -> ApiError {
+    pub(crate) fn caused_by(mut self, log: &'static str, cause: impl Into<Cause>) -> ApiError {
         self.cause = Some((log, cause.into()));
         self
     }

@@ -5,8 +5,8 @@
 //! [`ApiError`]s: short JSON bodies (`{"error": "..."}`) that name the problem and never
 //! echo secrets or internal error text (the crate's error policy is in [`error`]).
 
-pub mod api;
-pub mod error;
+pub(crate) mod api;
+pub(crate) mod error;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,11 +29,11 @@ use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::store::deliveries::Deliveries;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 
 /// Everything the handlers share.
 #[derive(Clone)]
-pub struct App {
+pub(crate) struct App {
     pub ctx: Context,
     pub deliveries: Arc<Deliveries>,
     pub queue: Queue,
@@ -43,7 +43,7 @@ pub struct App {
     pub stop: CancellationToken,
 }
 
-pub fn router(app: App) -> Router {
+pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route(
             "/webhooks/github",

@@ -7,7 +7,7 @@ use crate::store::PendingRow;
 
 /// A request to bring a service up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub(crate) struct Job {
     pub target: Target,
     /// For the journal: "webhook package (delivery 123)", "poll", "promote from web-stage".
     pub trigger: String,
@@ -20,13 +20,13 @@ pub struct Job {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
+pub(crate) struct Expected {
     pub tag: String,
     pub digest: Digest,
 }
 
 impl Job {
-    pub fn new(target: Target, trigger: impl Into<String>) -> Job {
+    pub(crate) fn new(target: Target, trigger: impl Into<String>) -> Job {
         Job {
             target,
             trigger: trigger.into(),
@@ -76,7 +76,7 @@ impl Job {
 
 /// What became of a submitted job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     /// A worker started on it.
     Started,
     /// It waits for the service's running rollout.
@@ -88,7 +88,7 @@ pub enum Submitted {
 }
 
 impl Submitted {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Submitted::Started => "started",
             Submitted::Queued => "queued",

@@ -27,17 +27,17 @@ use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
 use crate::store::PendingRow;
 
-pub use job::{Expected, Job, Submitted};
+pub(crate) use job::{Expected, Job, Submitted};
 
 /// Who holds a service's lock while the daemon rolls it out.
-pub const HOLDER: &str = "hoist serve";
+pub(crate) const HOLDER: &str = "hoist serve";
 /// How often to try again while another process (a CLI deploy) holds a service's lock.
 const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// How long a waiting trigger gathers later ones before its check runs.
 const DEBOUNCE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
-pub struct Queue {
+pub(crate) struct Queue {
     inner: Arc<Inner>,
 }
 
@@ -64,7 +64,7 @@ struct Slot {
 }
 
 impl Queue {
-    pub fn new(
+    pub(crate) fn new(
         ctx: Context,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
@@ -95,7 +95,7 @@ impl Queue {
         }
     }
 
-    pub fn submit(&self, service: &str, job: Job) -> Submitted {
+    pub(crate) fn submit(&self, service: &str, job: Job) -> Submitted {
         let inner = &self.inner;
         if inner.stop.is_cancelled() {
             return Submitted::Closed;
@@ -150,7 +150,7 @@ impl Queue {
     }
 
     /// Re-submits the triggers that were waiting when the daemon last stopped.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         match self.inner.ctx.store.pending() {
             Ok(rows) => {
                 for row in rows {
@@ -172,7 +172,7 @@ impl Queue {
     /// Stops taking jobs and waits up to `grace` for running rollouts. Returns false when
     /// the grace ran out (the rollouts are then left to recovery at the next start, and
     /// their GitHub reports stop waiting for them).
-    pub async fn shutdown(&self, grace: Duration) -> bool {
+    pub(crate) async fn shutdown(&self, grace: Duration) -> bool {
         self.inner.stop.cancel();
         self.inner.tracker.close();
         let finished = tokio::time::timeout(grace, self.inner.tracker.wait())
@@ -186,7 +186,7 @@ impl Queue {
 
     /// After [`Queue::shutdown`]: waits up to `bound` for the GitHub reports and
     /// notifications of the rollouts. Returns false when the bound ran out.
-    pub async fn finish_reports(&self, bound: Duration) -> bool {
+    pub(crate) async fn finish_reports(&self, bound: Duration) -> bool {
         self.inner.reports.close();
         tokio::time::timeout(bound, self.inner.reports.wait())
             .await
@@ -194,7 +194,7 @@ impl Queue {
     }
 
     /// Whether a service has a rollout running or waiting.
-    pub fn is_busy(&self, service: &str) -> bool {
+    pub(crate) fn is_busy(&self, service: &str) -> bool {
         let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.get(service).is_some_and(|s| s.busy)
     }
