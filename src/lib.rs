@@ -18,6 +18,10 @@
 //! 8. [`serve`]: the daemon: HTTP (webhooks, status, admin API), the queue, polling and
 //!    watch windows, promotion, systemd.
 //! 9. [`cli`]: the command line, on its own or through a running daemon.
+//!
+//! Errors: `thiserror` enums beside the code that raises them where a caller branches on the
+//! cause, `anyhow` only at the top (the CLI, the daemon), and over HTTP a short safe message
+//! with the cause logged once. The whole policy is the module doc of `serve::http::error`.
 
 pub mod cli;
 pub mod config;

@@ -15,7 +15,6 @@ use crate::docker::engine::Engine;
 use crate::image::Digest;
 use crate::report::status;
 use crate::report::text::{self, Ended};
-use crate::rollout::lock::ServiceLock;
 use crate::rollout::recover;
 use crate::rollout::request::{self, RollbackError, TargetError};
 use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
@@ -301,8 +300,7 @@ async fn serve(config: Config) -> anyhow::Result<u8> {
 async fn recover(config: Config) -> anyhow::Result<u8> {
     let ctx = Context::open(config).await?;
     for s in &ctx.config.services {
-        let _lock = ServiceLock::acquire(&ctx.config.state.dir, &s.name, "hoist recover")?;
-        recover::service(&ctx, s).await?;
+        let _lock = recover::locked(&ctx, s, "hoist recover").await?;
     }
     println!("no interrupted rollouts left");
     Ok(0)

@@ -15,7 +15,7 @@ pub(super) struct Terminal {
 
 impl Terminal {
     fn line(&self, text: &str, live: bool) {
-        let mut is_live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut is_live = crate::util::lock(&self.live);
         let mut err = std::io::stderr().lock();
         if *is_live {
             let _ = write!(err, "\r\x1b[2K");

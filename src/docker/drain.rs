@@ -120,7 +120,8 @@ impl Cord {
         self.marker(container_id).exists()
     }
 
-    /// Markers of containers that no longer exist.
+    /// Every cut-cord marker, one per container whose cord was cut (recovery drops those of
+    /// containers that no longer exist).
     pub fn markers(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.join("cut"))
             .map(|entries| {

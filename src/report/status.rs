@@ -98,12 +98,12 @@ impl Status {
     }
 
     pub(crate) fn update(&self, service: &str, change: impl FnOnce(&mut ServiceStatus)) {
-        let mut map = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::util::lock(&self.services);
         change(map.entry(service.to_string()).or_default());
     }
 
     pub(crate) fn get(&self, service: &str) -> ServiceStatus {
-        let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let map = crate::util::lock(&self.services);
         map.get(service).cloned().unwrap_or_default()
     }
 
@@ -117,7 +117,7 @@ impl Status {
 
     /// One line for systemd's STATUS=: what is rolling, else idle.
     pub(crate) fn summary(&self) -> String {
-        let map = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let map = crate::util::lock(&self.services);
         let busy: Vec<String> = map
             .iter()
             .filter_map(|(name, s)| match s.state {

@@ -35,7 +35,7 @@ use crate::envfile::EnvFileError;
 use crate::fault;
 use crate::image::Digest;
 use crate::registry::{RegistryError, Resolved};
-use crate::rollout::lock::{LockError, ServiceLock};
+use crate::rollout::lock::LockError;
 use crate::store::{NewDeploy, Outcome, StepRecord, StoreError, millis, now_ms};
 use crate::traefik::RoutingTimeout;
 use withdraw::retire;
@@ -100,6 +100,15 @@ pub(crate) enum RolloutError {
     Recover(#[from] recover::RecoverError),
 }
 
+impl From<recover::LockedError> for RolloutError {
+    fn from(e: recover::LockedError) -> Self {
+        match e {
+            recover::LockedError::Lock(e) => RolloutError::Lock(e),
+            recover::LockedError::Recover(e) => RolloutError::Recover(e),
+        }
+    }
+}
+
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StepError {
@@ -145,8 +154,7 @@ pub(crate) async fn run(
     request: &Request,
     observer: &dyn Observer,
 ) -> Result<Report, RolloutError> {
-    let _lock = ServiceLock::acquire(&ctx.config.state.dir, &service.name, &request.holder)?;
-    recover::service(ctx, service).await?;
+    let _lock = recover::locked(ctx, service, &request.holder).await?;
     let target = match &request.target {
         Target::Track => service.track.to_string(),
         other => other.to_string(),

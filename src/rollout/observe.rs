@@ -33,12 +33,11 @@ pub(crate) struct Clocks {
 
 impl Clocks {
     fn add(counter: &Mutex<Duration>, d: Duration) {
-        *counter.lock().unwrap_or_else(|e| e.into_inner()) += d;
+        *crate::util::lock(counter) += d;
     }
 
     pub(super) fn take(&self) -> (Duration, Duration) {
-        let take =
-            |m: &Mutex<Duration>| std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()));
+        let take = |m: &Mutex<Duration>| std::mem::take(&mut *crate::util::lock(m));
         (take(&self.waited), take(&self.engine))
     }
 }

@@ -18,6 +18,7 @@ use crate::config::ServiceConfig;
 use crate::context::Context;
 use crate::docker::engine::{Health, short};
 use crate::image::Digest;
+use crate::rollout::lock::{LockError, ServiceLock};
 use crate::rollout::withdraw::{created_by, record_current, retire, take_out};
 use crate::rollout::{Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
@@ -32,6 +33,28 @@ pub(crate) enum RecoverError {
         service: String,
         source: StepError,
     },
+}
+
+/// Why [`locked`] could not hand back a recovered service.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LockedError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
+}
+
+/// Takes `service`'s lock as `holder`, then finishes or undoes whatever rollout of it a crash
+/// interrupted: what a rollout, `hoist recover` and the daemon's start all do first. The
+/// service stays locked while the returned guard lives.
+pub(crate) async fn locked(
+    ctx: &Context,
+    service: &ServiceConfig,
+    holder: &str,
+) -> Result<ServiceLock, LockedError> {
+    let lock = ServiceLock::acquire(&ctx.config.state.dir, &service.name, holder)?;
+    self::service(ctx, service).await?;
+    Ok(lock)
 }
 
 /// Recovers every interrupted rollout of `service`. The caller holds the service's lock.

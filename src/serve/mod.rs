@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::context::Context;
 use crate::report::status::Status;
-use crate::rollout::lock::ServiceLock;
 use crate::rollout::recover;
 use crate::serve::http::App;
 use crate::serve::poller::Watches;
@@ -191,13 +190,14 @@ async fn shut_down(app: &App, server: Option<JoinHandle<std::io::Result<()>>>) {
 /// Recovers interrupted rollouts of every service whose lock is free.
 async fn recover_all(ctx: &Context) {
     for s in &ctx.config.services {
-        match ServiceLock::acquire(&ctx.config.state.dir, &s.name, "hoist serve (recovery)") {
-            Ok(_lock) => {
-                if let Err(e) = recover::service(ctx, s).await {
-                    tracing::error!(service = %s.name, error = %e, "Recovery failed; the next rollout of this service will try again");
-                }
+        match recover::locked(ctx, s, "hoist serve (recovery)").await {
+            Ok(_lock) => {}
+            Err(recover::LockedError::Recover(e)) => {
+                tracing::error!(service = %s.name, error = %e, "Recovery failed; the next rollout of this service will try again");
             }
-            Err(e) => tracing::warn!(service = %s.name, error = %e, "Not recovering now"),
+            Err(recover::LockedError::Lock(e)) => {
+                tracing::warn!(service = %s.name, error = %e, "Not recovering now");
+            }
         }
     }
 }

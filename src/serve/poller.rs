@@ -179,11 +179,8 @@ impl Watches {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some((_, previous)) = self
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(s.name.clone(), (generation, token.clone()))
+        if let Some((_, previous)) =
+            crate::util::lock(&self.open).insert(s.name.clone(), (generation, token.clone()))
         {
             previous.cancel();
         }
@@ -204,7 +201,7 @@ impl Watches {
             {
                 return;
             }
-            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            let mut open = crate::util::lock(&open);
             if open.get(&s.name).is_some_and(|(g, _)| *g == generation) {
                 open.remove(&s.name);
                 status.update(&s.name, |st| st.watching_until = None);

@@ -107,7 +107,7 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (each call is one
         // statement or a transaction), so a poisoned mutex is still usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.conn)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

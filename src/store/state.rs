@@ -118,7 +118,7 @@ impl Store {
 
     /// The webhook delivery ids recorded at or after `since` (ms), with their arrival.
     pub fn deliveries_since(&self, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = crate::util::lock(&self.reader);
         let mut stmt = conn
             .prepare("SELECT id, received_at FROM deliveries WHERE received_at >= ?1")
             .map_err(|e| self.err(e))?;
@@ -162,7 +162,7 @@ impl Store {
     /// with sqlite3; tests read it here).
     #[cfg(test)]
     pub fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = crate::util::lock(&self.reader);
         conn.query_row(
             "SELECT outcome FROM delivery_outcomes WHERE id = ?1",
             [id],

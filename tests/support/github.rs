@@ -22,9 +22,6 @@ pub enum Behaviour {
     Hang,
     /// HTTP 500 to the first N requests, then normal.
     FailFirst(usize),
-    /// Records requests but answers none until [`FakeGithub::set`] changes the behaviour;
-    /// then answers them as the new behaviour says.
-    Hold,
 }
 
 #[derive(Debug, Clone)]
@@ -127,29 +124,23 @@ async fn answer(
             .map(str::to_string),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     });
-    let behaviour = loop {
-        {
-            let mut b = shared.behaviour.lock().unwrap();
-            let now = *b;
-            if let Behaviour::FailFirst(n) = now {
-                *b = if n <= 1 {
-                    Behaviour::Normal
-                } else {
-                    Behaviour::FailFirst(n - 1)
-                };
-            }
-            if now != Behaviour::Hold {
-                break now;
-            }
+    let behaviour = {
+        let mut b = shared.behaviour.lock().unwrap();
+        let now = *b;
+        if let Behaviour::FailFirst(n) = now {
+            *b = if n <= 1 {
+                Behaviour::Normal
+            } else {
+                Behaviour::FailFirst(n - 1)
+            };
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        now
     };
     match behaviour {
         Behaviour::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
         }
-        Behaviour::Hold => unreachable!("held above"),
         Behaviour::Fail | Behaviour::FailFirst(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             r#"{"message":"Server Error"}"#,

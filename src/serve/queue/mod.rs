@@ -101,7 +101,7 @@ impl Queue {
             return Submitted::Closed;
         }
         let row = job.to_row(service);
-        let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = crate::util::lock(&inner.slots);
         let slot = slots.entry(service.to_string()).or_default();
         if slot.busy {
             let trigger = job.trigger.clone();
@@ -195,7 +195,7 @@ impl Queue {
 
     /// Whether a service has a rollout running or waiting.
     pub(crate) fn is_busy(&self, service: &str) -> bool {
-        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = crate::util::lock(&self.inner.slots);
         slots.get(service).is_some_and(|s| s.busy)
     }
 
@@ -215,7 +215,7 @@ impl Queue {
                     () = self.inner.stop.cancelled() => {}
                 }
             }
-            let mut slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = crate::util::lock(&self.inner.slots);
             let slot = slots.entry(service.clone()).or_default();
             match slot.pending.take() {
                 Some(next) if !self.inner.stop.is_cancelled() => job = next,
@@ -228,7 +228,7 @@ impl Queue {
     }
 
     fn has_pending(&self, service: &str) -> bool {
-        let slots = self.inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = crate::util::lock(&self.inner.slots);
         slots.get(service).is_some_and(|s| s.pending.is_some())
     }
 
@@ -288,11 +288,7 @@ impl Queue {
                 Err(e) => break Err(e.to_string()),
             }
         };
-        let github = observer
-            .github
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let github = crate::util::lock(&observer.github).take();
         (outcome, github)
     }
 
@@ -392,7 +388,7 @@ impl Observer for Follow<'_> {
             digest.as_str(),
         ) {
             let report = self.inner.deployments.begin(rollout);
-            *self.github.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+            *crate::util::lock(&self.github) = Some(report);
         }
     }
 
