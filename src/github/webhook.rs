@@ -11,6 +11,9 @@ use serde::Deserialize;
 use crate::config::{ServiceConfig, Track};
 use crate::image::{Digest, Repository};
 
+mod headers;
+pub use headers::{EVENTS, MAX_DELIVERY_ID, claimed_signature, event_label, is_delivery_id};
+
 /// GitHub's own limit; larger deliveries are refused before reading them whole.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
@@ -34,25 +37,24 @@ pub fn verify(
     sha256_header: Option<&str>,
     sha1_header: Option<&str>,
 ) -> Result<(), SignatureError> {
-    let Some(header) = sha256_header else {
-        return Err(if sha1_header.is_some() {
-            SignatureError::Sha1Only
-        } else {
-            SignatureError::Missing
-        });
-    };
-    let hex_part = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    if hex_part.len() != 64 {
-        return Err(SignatureError::Malformed);
-    }
-    let expected = hex::decode(hex_part).map_err(|_| SignatureError::Malformed)?;
+    verify_claimed(
+        secret,
+        body,
+        &claimed_signature(sha256_header, sha1_header)?,
+    )
+}
+
+/// Checks a signature already read by [`claimed_signature`] over the raw body, in constant
+/// time.
+pub fn verify_claimed(
+    secret: &[u8],
+    body: &[u8],
+    claimed: &[u8; 32],
+) -> Result<(), SignatureError> {
     let mut mac =
         hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
-    mac.verify_slice(&expected)
+    mac.verify_slice(claimed)
         .map_err(|_| SignatureError::Mismatch)
 }
 
