@@ -24,7 +24,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{self, Daemon, package_event};
+use support::daemon::{self, Daemon, guid, package_event};
 use support::hoist::{Fixture, Options};
 
 const LEVELS: [usize; 5] = [1, 10, 25, 50, 100];
@@ -32,22 +32,6 @@ const SECONDS: u64 = 5;
 /// The level the target is set at, and how many more runs of it.
 const TARGET: usize = 100;
 const TARGET_RUNS: usize = 5;
-
-/// A delivery id shaped like GitHub's (a random GUID), derived from `name`: sequential
-/// ids would hide what remembering ids in random order costs. Names need only differ
-/// within one benchmark: each starts a daemon with a new state directory.
-fn guid(name: &str) -> String {
-    use sha2::Digest as _;
-    let h = hex::encode(sha2::Sha256::digest(name));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
 
 /// The figures of one wrk run.
 struct Wrk {

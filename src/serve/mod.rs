@@ -68,6 +68,7 @@ impl Daemon {
                 watches: Watches::default(),
                 status,
                 metrics,
+                intake: http::intake::Intake::default(),
                 stop,
             },
             listener,

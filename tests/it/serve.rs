@@ -55,7 +55,7 @@ async fn signed_package_event_deploys_and_a_redelivery_queues_nothing() {
     assert_eq!(history[0]["outcome"], "succeeded");
     assert_eq!(
         history[0]["trigger"],
-        "webhook package (delivery delivery-1)"
+        format!("webhook package (delivery {})", daemon::guid("delivery-1"))
     );
     assert_eq!(f.running_image(), f.pinned("v2"));
 
@@ -143,9 +143,10 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
     let good = hoist::github::webhook::sign(daemon::SECRET.as_bytes(), &body);
     let wrong = hoist::github::webhook::sign(b"not the secret", &body);
     let json = ("content-type", "application/json");
+    let id = daemon::guid("sig-test");
     let base = [
         ("x-github-event", "package"),
-        ("x-github-delivery", "sig-test"),
+        ("x-github-delivery", id.as_str()),
         json,
     ];
     let with = |sig: Option<(&'static str, String)>| {
@@ -206,7 +207,7 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
         .map(str::to_string)
         .unwrap_or_default();
     assert!(
-        refusal.contains("sig-test") && refusal.contains("remote=127.0.0.1"),
+        refusal.contains(&id) && refusal.contains("remote=127.0.0.1"),
         "refusals are logged with delivery and remote address: {refusal}"
     );
     assert!(
@@ -229,7 +230,7 @@ async fn bad_signatures_and_malformed_deliveries_are_refused() {
         .post_webhook(
             &[
                 ("x-github-event", "push"),
-                ("x-github-delivery", "bad-json"),
+                ("x-github-delivery", &daemon::guid("bad-json")),
                 ("x-hub-signature-256", &signed(b"{nope")),
             ],
             b"{nope".to_vec(),

@@ -145,13 +145,14 @@ impl Daemon {
         }
     }
 
-    /// POSTs a webhook delivery signed with [`SECRET`] (or with `signature` when given).
-    pub async fn deliver(&self, event: &str, delivery: &str, body: &[u8]) -> Reply {
+    /// POSTs a webhook delivery signed with [`SECRET`], its id the GUID [`guid`] derives
+    /// from `name` (hoist refuses ids of any other shape, as GitHub sends none).
+    pub async fn deliver(&self, event: &str, name: &str, body: &[u8]) -> Reply {
         let signature = hoist::github::webhook::sign(SECRET.as_bytes(), body);
         self.post_webhook(
             &[
                 ("x-github-event", event),
-                ("x-github-delivery", delivery),
+                ("x-github-delivery", &guid(name)),
                 ("x-hub-signature-256", &signature),
                 ("content-type", "application/json"),
             ],
@@ -217,6 +218,22 @@ impl Daemon {
         tokio::time::sleep(Duration::from_millis(100)).await;
         status.code().unwrap_or(-1)
     }
+}
+
+/// A delivery id shaped like GitHub's (a random GUID), derived from `name`: sequential
+/// ids would hide what remembering ids in random order costs. Names need only differ
+/// within one test: each starts a daemon with a new state directory.
+pub fn guid(name: &str) -> String {
+    use sha2::Digest as _;
+    let h = hex::encode(sha2::Sha256::digest(name));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A `package` (GHCR) delivery saying `image:tag` now is `digest`, shaped like GitHub's:

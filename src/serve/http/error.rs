@@ -37,6 +37,8 @@ pub(crate) struct ApiError {
     cause: Option<(&'static str, Cause)>,
     /// Answer with `WWW-Authenticate: Bearer` (a missing or wrong bearer token).
     bearer_challenge: bool,
+    /// Answer with `Retry-After: <seconds>` (hoist is busy, not broken).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             message: message.into(),
             cause: None,
             bearer_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -56,6 +59,12 @@ impl ApiError {
             bearer_challenge: true,
             ..ApiError::new(StatusCode::UNAUTHORIZED, message)
         }
+    }
+
+    /// Asks the client to try again in `seconds`.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Logs `cause` (an error) with the sentence `log` when the response is made; the
@@ -77,6 +86,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"hoist\""),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -7,17 +7,17 @@
 
 pub(crate) mod api;
 pub(crate) mod error;
+pub(crate) mod intake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::store::deliveries::Deliveries;
 
 pub(crate) use error::ApiError;
+use intake::{Claimed, Intake};
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub(crate) struct App {
     pub watches: Watches,
     pub status: Arc<Status>,
     pub metrics: Arc<crate::report::metrics::Metrics>,
+    /// The budget of webhook body bytes in flight.
+    pub intake: Intake,
     pub stop: CancellationToken,
 }
 
@@ -47,7 +50,8 @@ pub(crate) fn router(app: App) -> Router {
     Router::new()
         .route(
             "/webhooks/github",
-            post(github_webhook).layer(DefaultBodyLimit::max(webhook::MAX_BODY)),
+            // No body limit layer: the handler reads the body itself, headers first.
+            post(github_webhook),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -96,14 +100,17 @@ async fn github_webhook(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let response =
-        handle_delivery(&app, remote, &headers, body).unwrap_or_else(IntoResponse::into_response);
-    let event = header(&headers, "x-github-event").unwrap_or("unknown");
+    let response = handle_delivery(&app, remote, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    // GitHub's event names only: a made-up name must not become a series of its own.
+    let event = header(&headers, "x-github-event").map_or("unknown", webhook::event_label);
     let result = match response.status() {
         StatusCode::UNAUTHORIZED => "refused",
         StatusCode::NOT_FOUND => "off",
+        StatusCode::SERVICE_UNAVAILABLE => "busy",
         s if s.is_client_error() => "bad_request",
         _ => response
             .extensions()
@@ -125,12 +132,13 @@ struct Delivery<'a> {
     parsed: Event,
 }
 
-/// Checks a delivery's headers, size, content type and signature, and reads its payload.
-fn read_delivery<'a>(
+/// Checks a delivery's headers, then reads its body (bounded) and checks its signature and
+/// payload.
+async fn read_delivery<'a>(
     app: &App,
     remote: SocketAddr,
     headers: &'a HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Delivery<'a>, ApiError> {
     let Some(secret) = app.ctx.config.github.webhook_secret.as_ref() else {
         return Err(ApiError::new(
@@ -138,46 +146,16 @@ fn read_delivery<'a>(
             "webhooks are not configured (set github.webhook_secret_file)",
         ));
     };
-    let (Some(event), Some(delivery)) = (
-        header(headers, "x-github-event"),
-        header(headers, "x-github-delivery"),
-    ) else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing X-GitHub-Event or X-GitHub-Delivery header",
-        ));
-    };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("payload larger than {} MiB", webhook::MAX_BODY >> 20),
-            )
-        } else {
-            ApiError::new(e.status(), e.body_text())
-        }
-    })?;
-    if let Some(kind) = header(headers, "content-type")
-        && !kind.starts_with("application/json")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content type {kind}: configure the webhook with content type application/json"
-            ),
-        ));
-    }
-    webhook::verify(
-        secret.expose().as_bytes(),
-        &body,
-        header(headers, "x-hub-signature-256"),
-        header(headers, "x-hub-signature"),
-    )
-    .map_err(|e| {
-        tracing::warn!(delivery, event, %remote, reason = %e, "Refused a webhook delivery with a bad signature");
-        ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
-    })?;
-    let parsed = webhook::parse(event, &body).map_err(|e| {
+    let Claimed {
+        event,
+        delivery,
+        signature,
+        length,
+    } = intake::check_headers(headers, remote)?;
+    let body = app.intake.read(body, length).await?;
+    webhook::verify_claimed(secret.expose().as_bytes(), &body.bytes, &signature)
+        .map_err(|e| intake::refused(delivery, event, remote, &e))?;
+    let parsed = webhook::parse(event, &body.bytes).map_err(|e| {
         tracing::warn!(delivery, event, %remote, error = %e, "Refused an unreadable webhook payload");
         ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
     })?;
@@ -188,17 +166,17 @@ fn read_delivery<'a>(
     })
 }
 
-fn handle_delivery(
+async fn handle_delivery(
     app: &App,
     remote: SocketAddr,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let Delivery {
         event,
         id: delivery,
         parsed,
-    } = read_delivery(app, remote, headers, body)?;
+    } = read_delivery(app, remote, headers, body).await?;
     if !app.deliveries.claim(delivery, event) {
         tracing::info!(delivery, event, "Ignoring a redelivery");
         return Ok(with_result(
