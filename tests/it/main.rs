@@ -16,6 +16,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod edge;
 mod ops;
 mod refusals;
 mod registry;
