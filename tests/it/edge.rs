@@ -117,6 +117,12 @@ async fn an_oversized_content_length_is_refused_before_the_body() {
     assert_eq!(status(&response), 413, "{response}");
     assert!(took < Duration::from_secs(1), "answered in {took:?}");
 
+    // A client that sends the body anyway (as reqwest does) still reads the answer.
+    let huge = d
+        .post_webhook(&borrowed(&headers), vec![b' '; 30 * MIB])
+        .await;
+    assert_eq!(huge.status, 413, "{:?}", huge.body);
+
     let bad_id = [
         ("x-github-event", "push"),
         ("x-github-delivery", "delivery-1"),

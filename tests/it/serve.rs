@@ -327,7 +327,10 @@ async fn a_push_opens_a_watch_that_deploys_when_ci_pushes_the_image() {
         .wait_history("the watched rollout", WAIT, |h| finished(h, 1))
         .await;
     assert_eq!(history[0]["to_digest"], digest.as_str());
-    assert_eq!(history[0]["trigger"], "webhook push (delivery push-1)");
+    assert_eq!(
+        history[0]["trigger"],
+        format!("webhook push (delivery {})", daemon::guid("push-1"))
+    );
     let report = load.stop().await;
     assert_eq!(report.failed, 0, "{report}");
 }

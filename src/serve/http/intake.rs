@@ -23,6 +23,9 @@ pub(crate) const IN_FLIGHT: usize = 64 << 20;
 /// How long a delivery's body may take to arrive once its headers are in.
 pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a refused body is read and thrown away before the connection closes.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// What a busy hoist asks a client to wait, in seconds.
 const RETRY_AFTER: u64 = 5;
 
@@ -107,6 +110,17 @@ pub(crate) fn refused(
     ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
 }
 
+/// Reads and discards what is left of a refused body, for at most [`LINGER`], so that a
+/// client still sending it can read the answer (nginx's lingering close): closing a
+/// connection with unread input resets it, and the answer is lost. Costs no memory.
+pub(crate) fn linger(body: Body) {
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
 /// The budget of body bytes in flight, shared by all connections.
 #[derive(Clone)]
 pub(crate) struct Intake {
@@ -155,7 +169,13 @@ impl Intake {
     /// `Content-Length` the whole size is reserved up front (and allocated once); without,
     /// as it arrives.
     pub(crate) async fn read(&self, body: Body, length: Option<usize>) -> Result<Read, ApiError> {
-        let mut permit = length.map(|n| self.reserve(n)).transpose()?;
+        let mut permit = match length.map(|n| self.reserve(n)).transpose() {
+            Ok(permit) => permit,
+            Err(busy) => {
+                linger(body);
+                return Err(busy);
+            }
+        };
         let mut bytes = Vec::with_capacity(length.unwrap_or(0));
         let mut stream = body.into_data_stream();
         let read = async {

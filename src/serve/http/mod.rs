@@ -140,18 +140,28 @@ async fn read_delivery<'a>(
     headers: &'a HeaderMap,
     body: Body,
 ) -> Result<Delivery<'a>, ApiError> {
-    let Some(secret) = app.ctx.config.github.webhook_secret.as_ref() else {
-        return Err(ApiError::new(
+    let checked = match app.ctx.config.github.webhook_secret.as_ref() {
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "webhooks are not configured (set github.webhook_secret_file)",
-        ));
+        )),
+        Some(secret) => intake::check_headers(headers, remote).map(|c| (secret, c)),
     };
-    let Claimed {
-        event,
-        delivery,
-        signature,
-        length,
-    } = intake::check_headers(headers, remote)?;
+    let (
+        secret,
+        Claimed {
+            event,
+            delivery,
+            signature,
+            length,
+        },
+    ) = match checked {
+        Ok(checked) => checked,
+        Err(refused) => {
+            intake::linger(body);
+            return Err(refused);
+        }
+    };
     let body = app.intake.read(body, length).await?;
     webhook::verify_claimed(secret.expose().as_bytes(), &body.bytes, &signature)
         .map_err(|e| intake::refused(delivery, event, remote, &e))?;
