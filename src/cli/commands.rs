@@ -53,7 +53,7 @@ pub(super) async fn run(command: Command, inv: Invocation<'_>) -> anyhow::Result
             limit,
         } => history(inv, service.as_deref(), json, limit).await,
         Command::Promote { service } => promote(inv, &service).await,
-        Command::Serve => serve(inv.config).await,
+        Command::Serve => serve(inv.config, inv.path).await,
         Command::Recover => recover(inv.config).await,
     }
 }
@@ -291,8 +291,8 @@ async fn promote(inv: Invocation<'_>, service: &str) -> anyhow::Result<u8> {
     local_rollout(&ctx, &s, job.target, &job.trigger, inv.terminal).await
 }
 
-async fn serve(config: Config) -> anyhow::Result<u8> {
-    let daemon = Daemon::build(config).await?;
+async fn serve(config: Config, path: &Path) -> anyhow::Result<u8> {
+    let daemon = Daemon::build(config, path).await?;
     daemon.run(shutdown_signal()).await?;
     Ok(0)
 }

@@ -69,6 +69,15 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Rollouts of different services that may run at once.
     pub max_parallel: usize,
+    /// Connections the HTTP server holds at once; each is a file descriptor, so this stays
+    /// well under the process's limit (the unit's `LimitNOFILE=`) to leave some for Docker,
+    /// SQLite and compose.
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, counted from when the server waits
+    /// for them (a new connection, or the end of the previous response).
+    pub header_timeout: Duration,
+    /// How long a connection may stay silent with no request in flight before it is closed.
+    pub idle_timeout: Duration,
     /// Bearer token for the admin routes (deploy, rollback, promote); without it they are
     /// off.
     pub admin_token: Option<Secret>,

@@ -154,6 +154,7 @@ pub(super) fn read_server(
             None
         }
     };
+    let connections = read_connection_limits(&mut s, p);
     let admin_token = secrets.optional(p, &mut s, "admin_token_file", "admin_token_env");
     let status_token = secrets.optional(p, &mut s, "status_token_file", "status_token_env");
     let public_url = s
@@ -169,10 +170,65 @@ pub(super) fn read_server(
         listen: listen?,
         shutdown_grace: shutdown_grace?,
         max_parallel: max_parallel?,
+        max_connections: connections.0?,
+        header_timeout: connections.1?,
+        idle_timeout: connections.2?,
         admin_token,
         status_token,
         public_url,
     })
+}
+
+/// `max_connections`, `header_timeout` and `idle_timeout` of `[server]`; each `None` only
+/// after recording a problem.
+fn read_connection_limits(
+    s: &mut Section<'_>,
+    p: &mut Problems,
+) -> (Option<usize>, Option<Duration>, Option<Duration>) {
+    let max_connections = match s.opt_int(p, "max_connections") {
+        None => Some(512),
+        Some(n) if (16..=65_536).contains(&n) => usize::try_from(n).ok(),
+        Some(n) => {
+            p.add(
+                "server.max_connections",
+                format!("{n} is out of range (16-65536)"),
+            );
+            None
+        }
+    };
+    let header_timeout = s.duration(p, "header_timeout", Duration::from_secs(10));
+    let idle_timeout = s.duration(p, "idle_timeout", Duration::from_secs(5));
+    let within = |key: &str, d: Option<Duration>, p: &mut Problems| match d {
+        Some(d) if d < Duration::from_millis(100) || d > Duration::from_secs(600) => {
+            p.add(
+                format!("server.{key}"),
+                format!(
+                    "{} is out of range (100ms-10m)",
+                    humantime::format_duration(d)
+                ),
+            );
+            None
+        }
+        d => d,
+    };
+    let header_timeout = within("header_timeout", header_timeout, p);
+    let idle_timeout = within("idle_timeout", idle_timeout, p);
+    if let (Some(h), Some(i)) = (header_timeout, idle_timeout)
+        && i > h
+    {
+        // The header timer also runs while a connection waits for its next request, so a
+        // longer idle timeout would never be reached.
+        p.add(
+            "server.idle_timeout",
+            format!(
+                "{} is longer than server.header_timeout ({}), which already closes a connection waiting that long",
+                humantime::format_duration(i),
+                humantime::format_duration(h)
+            ),
+        );
+        return (max_connections, header_timeout, None);
+    }
+    (max_connections, header_timeout, idle_timeout)
 }
 
 pub(super) fn read_environments(

@@ -209,6 +209,9 @@ fn daemon_keys_and_promotion_rules() {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9480");
     assert_eq!(c.server.max_parallel, 2);
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(60));
+    assert_eq!(c.server.max_connections, 512);
+    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(5));
     assert!(c.github.webhook_secret.is_none());
     assert_eq!(c.services[0].watch_window, Duration::from_secs(900));
     assert_eq!(c.services[0].poll_interval, None);
@@ -246,6 +249,52 @@ fn daemon_keys_and_promotion_rules() {
             .iter()
             .any(|g| g.contains("promotions form a cycle"))
     );
+}
+
+#[test]
+fn connection_limits() {
+    let with = |keys: &str| GOOD.replace("[traefik]", &format!("[server]\n{keys}\n[traefik]"));
+    let c = Config::parse(
+        &with("max_connections = 64\nheader_timeout = \"3s\"\nidle_timeout = \"3s\""),
+        Path::new("t.toml"),
+        Secrets::Load,
+    )
+    .unwrap();
+    assert_eq!(c.server.max_connections, 64);
+    assert_eq!(c.server.header_timeout, Duration::from_secs(3));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(3));
+    for (keys, expected) in [
+        (
+            "max_connections = 15",
+            "server.max_connections: 15 is out of range (16-65536)",
+        ),
+        (
+            "max_connections = \"many\"",
+            "server.max_connections: expected an integer",
+        ),
+        (
+            "header_timeout = \"50ms\"",
+            "server.header_timeout: 50ms is out of range",
+        ),
+        (
+            "idle_timeout = \"11m\"",
+            "server.idle_timeout: 11m is out of range",
+        ),
+        (
+            "header_timeout = \"soon\"",
+            "server.header_timeout: `soon` is not a duration",
+        ),
+        (
+            "header_timeout = \"2s\"\nidle_timeout = \"3s\"",
+            "server.idle_timeout: 3s is longer than server.header_timeout (2s)",
+        ),
+    ] {
+        let got = problems(&with(keys));
+        assert!(
+            got.iter().any(|g| g.starts_with(expected)),
+            "{keys}: missing {expected:?} in {got:#?}"
+        );
+    }
 }
 
 #[test]

@@ -12,15 +12,15 @@ pub(crate) mod http;
 pub(crate) mod poller;
 pub(crate) mod promotion;
 pub(crate) mod queue;
+pub(crate) mod reload;
 pub(crate) mod systemd;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -42,10 +42,12 @@ const REPORT_GRACE: Duration = Duration::from_secs(15);
 pub(crate) struct Daemon {
     app: App,
     listener: TcpListener,
+    /// The config file, checked again on SIGHUP.
+    config_path: PathBuf,
 }
 
 impl Daemon {
-    pub(crate) async fn build(config: Config) -> anyhow::Result<Daemon> {
+    pub(crate) async fn build(config: Config, config_path: &Path) -> anyhow::Result<Daemon> {
         let ctx = Context::open(config).await?;
         recover_all(&ctx).await;
         let listen = ctx.config.server.listen;
@@ -72,16 +74,24 @@ impl Daemon {
                 stop,
             },
             listener,
+            config_path: config_path.to_path_buf(),
         })
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub(crate) async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Daemon { app, listener } = self;
+        let Daemon {
+            app,
+            listener,
+            config_path,
+        } = self;
         let addr = listener.local_addr()?;
 
         app.queue.restore();
         let mut background = spawn_background(&app);
+        if let Some(hangups) = reload::listen() {
+            background.spawn(reload::run(hangups, config_path, app.stop.clone()));
+        }
         let mut server = serve(&app, listener);
         tracing::info!(%addr, services = app.ctx.config.services.len(), "Listening on http://{addr}");
         systemd::ready(&app.status.summary());
@@ -134,22 +144,18 @@ fn spawn_background(app: &App) -> JoinSet<()> {
 
 /// The HTTP server, until `app.stop`.
 fn serve(app: &App, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
-    let router = http::router(app.clone());
-    let server_stop = app.stop.clone();
-    // Answers are small and written at once: send them without waiting for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "Cannot set TCP_NODELAY on a connection");
-        }
-    });
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { server_stop.cancelled().await })
-        .await
-    })
+    let server = &app.ctx.config.server;
+    let limits = http::connections::Limits {
+        max_connections: server.max_connections,
+        header_timeout: server.header_timeout,
+        idle_timeout: server.idle_timeout,
+    };
+    tokio::spawn(http::connections::serve(
+        listener,
+        http::router(app.clone()),
+        limits,
+        app.stop.clone(),
+    ))
 }
 
 /// The one shutdown path: stop taking requests and triggers (which also cancels the watch

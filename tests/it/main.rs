@@ -15,6 +15,7 @@
 mod support;
 
 mod cli;
+mod connections;
 mod crash;
 mod edge;
 mod ops;

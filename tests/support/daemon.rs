@@ -38,7 +38,20 @@ pub struct Reply {
 impl Daemon {
     /// Starts `hoist serve --config <config>` with `env` and waits until it listens.
     pub async fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(HOIST);
+        Daemon::spawn(Command::new(HOIST), config, env).await
+    }
+
+    /// [`Daemon::start`] with `RLIMIT_NOFILE` at `nofile` (soft and hard), through
+    /// util-linux's `prlimit`, which sets it and then executes hoist in its place.
+    pub async fn start_with_nofile(config: &Path, env: &[(&str, &str)], nofile: u32) -> Daemon {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(HOIST);
+        Daemon::spawn(command, config, env).await
+    }
+
+    async fn spawn(mut command: Command, config: &Path, env: &[(&str, &str)]) -> Daemon {
         command
             .arg("--config")
             .arg(config)

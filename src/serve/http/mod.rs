@@ -6,6 +6,7 @@
 //! echo secrets or internal error text (the crate's error policy is in [`error`]).
 
 pub(crate) mod api;
+pub(crate) mod connections;
 pub(crate) mod error;
 pub(crate) mod intake;
 
