@@ -21,6 +21,7 @@ mod edge;
 mod ops;
 mod refusals;
 mod registry;
+mod reload;
 mod rollout;
 mod serve;
 mod stack;

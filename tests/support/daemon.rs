@@ -208,9 +208,18 @@ impl Daemon {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends SIGHUP (`systemctl reload`).
+    pub fn hang_up(&self) {
+        self.signal("-HUP");
+    }
+
+    fn signal(&self, flag: &str) {
         let pid = self.pid();
         let out = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([flag, &pid.to_string()])
             .output()
             .expect("kill");
         assert!(out.status.success());
