@@ -194,4 +194,6 @@ async fn at_the_connection_cap_healthz_and_webhooks_still_answer() {
         "only {evicted} connections were closed for newer ones"
     );
     assert!(!d.log().contains("Cannot accept"), "{}", d.log());
+    let (rss, peak) = d.memory_kb();
+    println!("daemon memory after the cap: RSS {rss} kB, peak {peak} kB");
 }
