@@ -331,12 +331,8 @@ impl Registry {
             host: repo.api_host().to_string(),
             status,
             what: what.to_string(),
-            body: body
-                .chars()
-                .take(300)
-                .collect::<String>()
-                .trim()
-                .to_string(),
+            // A registry's words reach the log, the journal and `/status`.
+            body: crate::util::escape(body.trim(), 300),
         }
     }
 
@@ -366,7 +362,8 @@ impl Registry {
         RegistryError::Protocol {
             host: repo.api_host().to_string(),
             what: what.to_string(),
-            detail,
+            // A decoder's message can quote what the registry sent.
+            detail: crate::util::escape(&detail, 300),
         }
     }
 }

@@ -72,6 +72,7 @@ impl Daemon {
                 metrics,
                 intake: http::intake::Intake::default(),
                 stop,
+                refusals: Arc::new(crate::util::Throttle::new(http::REFUSALS_LOGGED_PER_SECOND)),
             },
             listener,
             config_path: config_path.to_path_buf(),

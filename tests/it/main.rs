@@ -18,6 +18,7 @@ mod cli;
 mod connections;
 mod crash;
 mod edge;
+mod logs;
 mod ops;
 mod refusals;
 mod registry;

@@ -24,6 +24,7 @@ use crate::secret::Secret;
 use crate::serve::http::{ApiError, App, reply};
 use crate::serve::promotion::{self, PromotionError, Unhealthy};
 use crate::serve::queue::Job;
+use crate::util::escaped;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -184,7 +185,10 @@ async fn action(
         ));
     };
     if let Err(denied) = authorize(&headers, &[admin]) {
-        tracing::warn!(service = %name, action, reason = ?denied, "Refused an admin request");
+        if let Some(suppressed) = app.refusals.allow("admin token") {
+            tracing::warn!(service = %escaped(&name), action = %escaped(&action), reason = ?denied,
+                suppressed, "Refused an admin request");
+        }
         return Err(denied.into());
     }
     let Ok(service) = app.ctx.config.service(&name).cloned() else {

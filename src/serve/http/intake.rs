@@ -14,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::github::webhook;
 use crate::serve::http::ApiError;
+use crate::util::{Throttle, escaped};
 
 /// The bytes of webhook bodies held at once, across all connections. Two deliveries of
 /// GitHub's largest size fit; beyond it deliveries are answered 503 with `Retry-After`
@@ -52,10 +53,11 @@ fn too_large() -> ApiError {
 /// Checks everything about a delivery that its headers tell, in the order that needs the
 /// least trust: size, the GitHub headers, the delivery id's shape, the content type, and
 /// the signature's form. A refused signature is logged (the id is a GUID by then).
-pub(crate) fn check_headers(
-    headers: &HeaderMap,
+pub(crate) fn check_headers<'a>(
+    headers: &'a HeaderMap,
     remote: SocketAddr,
-) -> Result<Claimed<'_>, ApiError> {
+    refusals: &Throttle,
+) -> Result<Claimed<'a>, ApiError> {
     let length = header(headers, header::CONTENT_LENGTH.as_str())
         .and_then(|v| v.parse::<u64>().ok())
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -89,7 +91,7 @@ pub(crate) fn check_headers(
         header(headers, "x-hub-signature-256"),
         header(headers, "x-hub-signature"),
     )
-    .map_err(|e| refused(delivery, event, remote, &e))?;
+    .map_err(|e| refused(refusals, delivery, event, remote, &e))?;
     Ok(Claimed {
         event,
         delivery,
@@ -100,13 +102,17 @@ pub(crate) fn check_headers(
 
 /// The 401 for a signature that is missing, malformed or wrong, and its log line.
 pub(crate) fn refused(
+    refusals: &Throttle,
     delivery: &str,
     event: &str,
     remote: SocketAddr,
     e: &webhook::SignatureError,
 ) -> ApiError {
-    let event = webhook::event_label(event);
-    tracing::warn!(delivery, event, %remote, reason = %e, "Refused a webhook delivery with a bad signature");
+    if let Some(suppressed) = refusals.allow("webhook signature") {
+        let event = webhook::event_label(event);
+        tracing::warn!(delivery = %escaped(delivery), event, %remote, reason = %e, suppressed,
+            "Refused a webhook delivery with a bad signature");
+    }
     ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
 }
 
@@ -298,7 +304,9 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, v.parse().unwrap());
             }
-            check_headers(&h, remote).err().map(|e| status(e).0)
+            check_headers(&h, remote, &crate::util::Throttle::new(5))
+                .err()
+                .map(|e| status(e).0)
         };
         let id = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
         let sig = format!("sha256={}", "0f".repeat(32));

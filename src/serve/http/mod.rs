@@ -29,6 +29,7 @@ use crate::rollout::Target;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::store::deliveries::Deliveries;
+use crate::util::{Throttle, escape, escaped};
 
 pub(crate) use error::ApiError;
 use intake::{Claimed, Intake};
@@ -45,7 +46,16 @@ pub(crate) struct App {
     /// The budget of webhook body bytes in flight.
     pub intake: Intake,
     pub stop: CancellationToken,
+    /// Keeps log lines about refused requests to a few a second per kind.
+    pub refusals: Arc<Throttle>,
 }
+
+/// Log lines a second, per kind, about refused requests.
+pub(crate) const REFUSALS_LOGGED_PER_SECOND: u32 = 5;
+
+/// The longest delivery id or event name shown in a log line, the journal or `/status`
+/// (GitHub's are a 36-byte GUID and a short word).
+const SHOWN_HEADER: usize = 64;
 
 pub(crate) fn router(app: App) -> Router {
     Router::new()
@@ -91,6 +101,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     reply(code, body)
+}
+
+/// A header's value as a log line, the journal or `/status` may show it.
+fn shown(value: &str) -> String {
+    escape(value, SHOWN_HEADER)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -146,7 +161,7 @@ async fn read_delivery<'a>(
             StatusCode::NOT_FOUND,
             "webhooks are not configured (set github.webhook_secret_file)",
         )),
-        Some(secret) => intake::check_headers(headers, remote).map(|c| (secret, c)),
+        Some(secret) => intake::check_headers(headers, remote, &app.refusals).map(|c| (secret, c)),
     };
     let (
         secret,
@@ -165,9 +180,12 @@ async fn read_delivery<'a>(
     };
     let body = app.intake.read(body, length).await?;
     webhook::verify_claimed(secret.expose().as_bytes(), &body.bytes, &signature)
-        .map_err(|e| intake::refused(delivery, event, remote, &e))?;
+        .map_err(|e| intake::refused(&app.refusals, delivery, event, remote, &e))?;
     let parsed = webhook::parse(event, &body.bytes).map_err(|e| {
-        tracing::warn!(delivery, event, %remote, error = %e, "Refused an unreadable webhook payload");
+        if let Some(suppressed) = app.refusals.allow("webhook payload") {
+            tracing::warn!(delivery = %shown(delivery), event = webhook::event_label(event), %remote,
+                error = %escaped(&e.to_string()), suppressed, "Refused an unreadable webhook payload");
+        }
         ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
     })?;
     Ok(Delivery {
@@ -189,7 +207,7 @@ async fn handle_delivery(
         parsed,
     } = read_delivery(app, remote, headers, body).await?;
     if !app.deliveries.claim(delivery, event) {
-        tracing::info!(delivery, event, "Ignoring a redelivery");
+        tracing::info!(delivery = %shown(delivery), event = %shown(event), "Ignoring a redelivery");
         return Ok(with_result(
             reply(StatusCode::OK, json!({ "status": "duplicate" })),
             "duplicate",
@@ -203,9 +221,9 @@ async fn handle_delivery(
     // A delivery that changed what hoist will do is worth a line; the rest of a storm of
     // deliveries (each replacing the waiting check, or ignored) is detail.
     if changed {
-        tracing::info!(delivery, event, %remote, outcome = %answer, "Webhook delivery");
+        tracing::info!(delivery = %shown(delivery), event = %shown(event), %remote, outcome = %answer, "Webhook delivery");
     } else {
-        tracing::debug!(delivery, event, %remote, outcome = %answer, "Webhook delivery");
+        tracing::debug!(delivery = %shown(delivery), event = %shown(event), %remote, outcome = %answer, "Webhook delivery");
     }
     let result = match answer["status"].as_str() {
         Some("queued") => "queued",
@@ -249,7 +267,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
     let mut changed = false;
     let mut reasons = Vec::new();
     let mut actions = Vec::new();
-    let trigger = format!("webhook {event} (delivery {delivery})");
+    let trigger = format!("webhook {} (delivery {})", shown(event), shown(delivery));
     for s in &app.ctx.config.services {
         if let Err(reason) = webhook::concerns(s, parsed) {
             reasons.push(reason);
