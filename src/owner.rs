@@ -20,16 +20,18 @@ pub(crate) fn like_dir(dir: &Path, path: &Path) {
     }
 }
 
-/// Gives `path` the owner and group it had before it was replaced (`old`), if known.
-pub(crate) fn restore(path: &Path, old: Option<(u32, u32)>) {
-    if let (Some((uid, gid)), Ok(now)) = (old, std::fs::metadata(path))
-        && (now.uid(), now.gid()) != (uid, gid)
+/// Gives the open `file` the owner and group `old` (before it is renamed over the file it
+/// replaces, so no path is followed). Errors are ignored as in [`like_dir`].
+pub(crate) fn give(file: &std::fs::File, old: (u32, u32)) {
+    if let Ok(now) = file.metadata()
+        && (now.uid(), now.gid()) != old
     {
-        let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        let _ = std::os::unix::fs::fchown(file, Some(old.0), Some(old.1));
     }
 }
 
 /// The owner and group of `path`.
+#[cfg(test)]
 pub(crate) fn of(path: &Path) -> Option<(u32, u32)> {
     std::fs::metadata(path).ok().map(|m| (m.uid(), m.gid()))
 }

@@ -71,13 +71,23 @@ impl Cord {
     /// moment sees either the old or the new binary, never half a file.
     pub fn prepare(&self) -> Result<(), CordError> {
         use std::os::unix::fs::PermissionsExt;
-        let cut = self.dir.join("cut");
-        std::fs::create_dir_all(&cut).map_err(|e| self.err("create", e))?;
-        for dir in [&self.dir, &cut] {
-            if let Some(state_dir) = self.dir.parent() {
-                crate::owner::like_dir(state_dir, dir);
+        if let Some(state_dir) = self.dir.parent() {
+            std::fs::create_dir_all(state_dir).map_err(|e| self.err("create", e))?;
+        }
+        for dir in [self.dir.clone(), self.dir.join("cut")] {
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(self.err("create", e));
+                }
+                _ => {}
             }
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            let opened = self.open_dir(&dir)?;
+            if let Some(state_dir) = self.dir.parent() {
+                crate::owner::like_dir(state_dir, &dir);
+            }
+            // On the open directory, not the path: nothing swapped in meanwhile is changed.
+            opened
+                .set_permissions(std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| self.err("set permissions", e))?;
         }
         let exe = std::env::current_exe().map_err(|e| self.err("find own binary", e))?;
@@ -97,14 +107,58 @@ impl Cord {
         std::fs::rename(&tmp, &probe).map_err(|e| self.err("install probe", e))
     }
 
+    /// Opens `dir` (the drain directory or its `cut`), refusing a symlink: root hoist would
+    /// otherwise chmod and write into whatever it points at.
+    fn open_dir(&self, dir: &Path) -> Result<std::fs::File, CordError> {
+        use std::os::unix::fs::MetadataExt;
+        let refuse = |what: &str| {
+            self.err(
+                "refused",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} is {what}, not a directory; hoist does not follow it (remove it and hoist creates the directory)",
+                        dir.display()
+                    ),
+                ),
+            )
+        };
+        let link = std::fs::symlink_metadata(dir).map_err(|e| self.err("inspect", e))?;
+        if link.file_type().is_symlink() {
+            return Err(refuse("a symlink"));
+        }
+        if !link.is_dir() {
+            return Err(refuse("a file"));
+        }
+        let opened = std::fs::File::open(dir).map_err(|e| self.err("open", e))?;
+        let meta = opened.metadata().map_err(|e| self.err("inspect", e))?;
+        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+            return Err(refuse("replaced while hoist opened it"));
+        }
+        Ok(opened)
+    }
+
     fn marker(&self, container_id: &str) -> PathBuf {
         self.dir.join("cut").join(container_id)
     }
 
     /// Cuts the cord: the container's probes fail from now on.
     pub fn cut(&self, container_id: &str) -> Result<(), CordError> {
-        std::fs::write(self.marker(container_id), b"drained by hoist\n")
-            .map_err(|e| self.err("cut cord", e))
+        self.open_dir(&self.dir)?;
+        self.open_dir(&self.dir.join("cut"))?;
+        // A new file only: a marker already there (the cord is cut) is left as it is, and
+        // a symlink planted at its name is not followed.
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.marker(container_id));
+        match created {
+            Ok(mut file) => file
+                .write_all(b"drained by hoist\n")
+                .map_err(|e| self.err("cut cord", e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(self.err("cut cord", e)),
+        }
     }
 
     /// Restores the cord (no-op when it was not cut).
@@ -324,47 +378,4 @@ fn run(command: &[String]) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_container_id_in_mountinfo() {
-        let id = "be64b9e9a50b47a85e2c2533b218223d2a782850205e8e9d8e1bc89dfdc6a34e";
-        let line = format!(
-            "87 69 254:0 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw"
-        );
-        let text = format!("1 0 0:1 / / rw - overlay overlay rw\n{line}\n");
-        assert_eq!(id_from_mountinfo(&text).as_deref(), Some(id));
-        assert_eq!(
-            id_from_mountinfo("1 0 0:1 / / rw - overlay overlay rw"),
-            None
-        );
-    }
-
-    #[test]
-    fn markers_match_full_and_short_ids() {
-        let dir = std::env::temp_dir().join(format!("hoist-cord-{}", std::process::id()));
-        let cord = Cord { dir: dir.clone() };
-        std::fs::create_dir_all(dir.join("cut")).unwrap();
-        let id = "a".repeat(64);
-        assert!(!marker_present(&dir, &id));
-        cord.cut(&id).unwrap();
-        assert!(marker_present(&dir, &id));
-        assert!(marker_present(&dir, &id[..12]));
-        assert!(!marker_present(&dir, &"b".repeat(64)));
-        cord.restore(&id).unwrap();
-        cord.restore(&id).unwrap();
-        assert!(!cord.is_cut(&id));
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn parses_http_targets() {
-        assert_eq!(
-            parse_http_target("8000/healthz"),
-            Some((8000, "/healthz".into()))
-        );
-        assert_eq!(parse_http_target("8000"), None);
-        assert_eq!(parse_http_target("x/y"), None);
-    }
-}
+mod tests;
