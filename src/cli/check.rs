@@ -43,6 +43,26 @@ pub fn secrets(sources: &[SecretSource], unit: Option<&Unit>) -> Vec<Finding> {
     findings
 }
 
+/// Secret files other users may read or write, each as "key: why". Where the unit loads
+/// a secret as a credential, the file it loads it from is what counts.
+pub fn loose_modes(sources: &[SecretSource], unit: Option<&Unit>) -> Vec<String> {
+    sources
+        .iter()
+        .filter_map(|s| {
+            let Origin::File(path) = &s.origin else {
+                return None;
+            };
+            let credential = unit.and_then(|u| u.credential(u.credential_id(path)?));
+            let file = match credential.map(Credential::file) {
+                Some(Ok(file)) => file,
+                Some(Err(_)) => return None,
+                None => path.clone(),
+            };
+            Some(format!("{}: {}", s.key, secret::loose_mode(&file)?))
+        })
+        .collect()
+}
+
 /// Without a unit, a secret in a credentials directory cannot be followed to its source:
 /// say so once, when one of them is not readable.
 pub fn missing_unit_note(findings: &[Finding], sources: &[SecretSource]) -> Option<String> {
@@ -200,6 +220,9 @@ fn reason(e: &SecretError) -> String {
         SecretError::Unreadable { source, .. } => format!("not readable here: {source}"),
         SecretError::Empty { .. } => "empty".into(),
         SecretError::Unset { var } => format!("environment variable `{var}` is not set"),
+        SecretError::Padded { .. } => {
+            "has whitespace at its start or end (besides one final newline): remove it".into()
+        }
     }
 }
 
@@ -207,6 +230,39 @@ fn reason(e: &SecretError) -> String {
 mod tests {
     use super::*;
     use crate::serve::systemd::CredentialSource;
+
+    #[test]
+    fn a_padded_token_fails_and_loose_modes_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let padded = dir.path().join("admin-token");
+        std::fs::write(&padded, "t0ken \n").unwrap();
+        std::fs::set_permissions(&padded, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let open = dir.path().join("webhook-secret");
+        std::fs::write(&open, "s3cret\n").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let sources = [
+            file_source("server.admin_token_file", &padded),
+            file_source("github.webhook_secret_file", &open),
+        ];
+        let findings = secrets(&sources, None);
+        assert!(!findings[0].ok);
+        assert_eq!(
+            findings[0].to_string(),
+            format!(
+                "✗ server.admin_token_file: {}: has whitespace at its start or end (besides one final newline): remove it",
+                padded.display()
+            )
+        );
+        assert!(findings[1].ok, "a loose mode is a warning, not a failure");
+        assert_eq!(
+            loose_modes(&sources, None),
+            [format!(
+                "github.webhook_secret_file: {} has mode 0644: every user can read it; `chmod 600` it",
+                open.display()
+            )]
+        );
+    }
 
     fn file_source(key: &str, path: &Path) -> SecretSource {
         SecretSource {

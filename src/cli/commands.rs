@@ -104,6 +104,9 @@ pub(super) fn check_config(path: &Path, unit: Option<&Path>) -> u8 {
     for f in &findings {
         println!("  {f}");
     }
+    for warning in check::loose_modes(&sources, unit.as_ref()) {
+        println!("warning: {warning}");
+    }
     if unit.is_none()
         && let Some(note) = check::missing_unit_note(&findings, &sources)
     {

@@ -48,6 +48,7 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) async fn build(config: Config, config_path: &Path) -> anyhow::Result<Daemon> {
+        warn_about_loose_secrets(&config);
         let ctx = Context::open(config).await?;
         recover_all(&ctx).await;
         let listen = ctx.config.server.listen;
@@ -206,6 +207,17 @@ async fn recover_all(ctx: &Context) {
             Err(recover::LockedError::Lock(e)) => {
                 tracing::warn!(service = %s.name, error = %e, "Not recovering now");
             }
+        }
+    }
+}
+
+/// Secret files other users can read or write are worth a warning at every start.
+fn warn_about_loose_secrets(config: &Config) {
+    for source in &config.secret_sources {
+        if let crate::secret::Origin::File(path) = &source.origin
+            && let Some(why) = crate::secret::loose_mode(path)
+        {
+            tracing::warn!(key = %source.key, "Secret file open to other users: {why}");
         }
     }
 }

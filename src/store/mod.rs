@@ -72,6 +72,7 @@ impl Store {
             source,
         })?;
         let path = dir.join("hoist.db");
+        warn_if_empty(&path);
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -187,6 +188,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
+    }
+}
+
+/// A database file that exists with 0 bytes (and no write-ahead log to replay) held
+/// nothing: SQLite would quietly start it afresh, without the history and the state of
+/// the services. Say so, since it usually means a lost or truncated file.
+fn warn_if_empty(path: &Path) {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let wal = path.with_file_name("hoist.db-wal");
+    if size(path) == Some(0) && size(&wal).unwrap_or(0) == 0 {
+        tracing::warn!(path = %path.display(), "The state database exists but is empty (0 bytes): starting with no deploy history or service state; if it held any, restore it from a backup");
     }
 }
 

@@ -140,3 +140,33 @@ async fn refused_requests_are_logged_a_few_a_second_with_a_count_of_the_rest() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_state_database_and_loose_secret_files_are_logged_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state").join("hoist.db"), "").unwrap();
+    // daemon::config writes the webhook secret with the default mode, 0644.
+    let d = edge_daemon(dir.path()).await;
+    let log = d.log();
+    let empty = log
+        .lines()
+        .find(|l| l.contains("The state database exists but is empty (0 bytes)"))
+        .unwrap_or_else(|| panic!("no word of the empty database:\n{log}"));
+    assert!(empty.contains("hoist.db"), "{empty}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Secret file open to other users")
+                && l.contains("key=github.webhook_secret_file")
+                && l.contains("every user can read it")),
+        "{log}"
+    );
+    // A database hoist has written is not empty: no such line at the next start.
+    drop(d);
+    let again = edge_daemon(dir.path()).await;
+    assert!(
+        !again.log().contains("is empty (0 bytes)"),
+        "{}",
+        again.log()
+    );
+}
