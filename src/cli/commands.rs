@@ -73,7 +73,15 @@ pub(super) fn check_config(path: &Path, unit: Option<&Path>) -> u8 {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            (true, config.secret_sources)
+            let env_files: Vec<String> = (config.services.iter())
+                .filter_map(|s| s.env_file.as_ref())
+                .filter_map(|t| crate::envfile::check(&t.path, &t.var).err())
+                .map(|e| e.to_string())
+                .collect();
+            for e in &env_files {
+                eprintln!("error: {e}");
+            }
+            (env_files.is_empty(), config.secret_sources)
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -34,7 +34,7 @@ pub(crate) fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileErro
         source,
     };
     let (old, meta) = read_regular(path).map_err(|e| err("read", e))?;
-    check_syntax(&old).map_err(|e| err("refuse", e))?;
+    check_syntax(&old).map_err(|e| err("not an env file", e))?;
     let new = with_var(&old, var, value);
     if new == old {
         return Ok(());
@@ -72,6 +72,19 @@ pub(crate) fn set(path: &Path, var: &str, value: &str) -> Result<(), EnvFileErro
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Checks, without writing, that [`set`] would accept the file: a regular env file, or
+/// none yet. A rollout checks this before it changes anything.
+pub(crate) fn check(path: &Path, var: &str) -> Result<(), EnvFileError> {
+    let err = |action, source| EnvFileError {
+        path: path.to_path_buf(),
+        var: var.to_string(),
+        action,
+        source,
+    };
+    let (text, _) = read_regular(path).map_err(|e| err("read", e))?;
+    check_syntax(&text).map_err(|e| err("not an env file", e))
 }
 
 /// The file's text and metadata (none when it does not exist yet), refusing anything but

@@ -162,6 +162,8 @@ fn a_file_that_is_not_an_env_file_is_refused() {
     let e = set(&passwd, "IMG", "x").unwrap_err().to_string();
     assert!(e.contains(&passwd.display().to_string()), "{e}");
     assert!(e.contains("line 1 is not NAME=value"), "{e}");
+    assert_eq!(check(&passwd, "IMG").unwrap_err().to_string(), e);
+    assert!(check(&dir.path().join("not-yet"), "IMG").is_ok());
     assert_eq!(std::fs::read_to_string(&passwd).unwrap(), text);
     // Binary content is refused too, and a control character in it is shown escaped.
     std::fs::write(&passwd, "A=1\n\x1b[2J\n").unwrap();

@@ -47,6 +47,10 @@ impl Rollout<'_> {
                 refusal => StepError::Refused(refusal.to_string()),
             })?;
         self.check_old(&old)?;
+        // Refused now, not at the record step after the switch.
+        if let Some(t) = &s.env_file {
+            crate::envfile::check(&t.path, &t.var)?;
+        }
 
         if let Some(digest) = &old.digest {
             ctx.store

@@ -180,3 +180,26 @@ async fn a_container_left_by_a_failed_cleanup_is_withdrawn_before_the_next_rollo
     );
     assert_eq!(f.running_image(), f.pinned("v2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_env_file_that_is_not_one_is_refused_before_anything_changes() {
+    let f = Fixture::start(Options::default()).await;
+    let env = f.project.env_file();
+    let mut text = std::fs::read_to_string(&env).unwrap_or_default();
+    text.push_str("root:x:0:0:root:/root:/bin/bash\n");
+    std::fs::write(&env, &text).unwrap();
+    let before = f.project.running();
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    run.assert_stderr(&env.display().to_string());
+    run.assert_stderr("is not NAME=value");
+    assert_eq!(
+        f.project.running(),
+        before,
+        "nothing was started or stopped"
+    );
+    assert_eq!(std::fs::read_to_string(&env).unwrap(), text);
+    let history = f.history().await;
+    assert_eq!(history[0]["outcome"], "failed");
+    assert_eq!(history[0]["step"], "resolve", "{history:?}");
+}
