@@ -109,7 +109,8 @@ impl ContainerStatus {
             .and_then(|h| h.log.as_ref())
             .and_then(|log| log.last())
             .map(|r| {
-                let output = r.output.as_deref().unwrap_or("").trim();
+                // The app's words (its healthcheck's output) reach the journal and the log.
+                let output = crate::util::escape(r.output.as_deref().unwrap_or("").trim(), 300);
                 format!(
                     "exit {}{}{}",
                     r.exit_code.unwrap_or(-1),

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServiceConfig};
 use crate::store::{Outcome, Store};
+use crate::util::escaped;
 
 /// Per request; GitHub answers in well under a second when it is well.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +81,7 @@ impl Deployments {
             match built {
                 Ok(Ok(client)) => Some(client),
                 Ok(Err(e)) | Err(e) => {
-                    tracing::warn!(error = %e, "Cannot set up the GitHub client; deployments will not be reported");
+                    tracing::warn!(error = %escaped(&e.to_string()), "Cannot set up the GitHub client; deployments will not be reported");
                     None
                 }
             }
@@ -185,7 +186,7 @@ async fn create(client: &octocrab::Octocrab, deployments: &str, r: &Rollout) -> 
             None
         }
         Err(e) => {
-            tracing::warn!(service = %r.service, repository = %r.repository, error = %e, "Cannot create a GitHub deployment");
+            tracing::warn!(service = %r.service, repository = %r.repository, error = %escaped(&e.to_string()), "Cannot create a GitHub deployment");
             None
         }
     }
@@ -219,7 +220,7 @@ async fn report(
     };
     let statuses = format!("{deployments}/{id}/statuses");
     if let Err(e) = post(&client, &statuses, r.status("in_progress", "rolling out")).await {
-        tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment in progress");
+        tracing::warn!(service = %r.service, error = %escaped(&e.to_string()), "Cannot report a GitHub deployment in progress");
     }
     let Some((outcome, error)) = outcome.await else {
         return;
@@ -232,7 +233,7 @@ async fn report(
         ),
     };
     if let Err(e) = post(&client, &statuses, r.status(state, &text)).await {
-        tracing::warn!(service = %r.service, error = %e, "Cannot report a GitHub deployment's result");
+        tracing::warn!(service = %r.service, error = %escaped(&e.to_string()), "Cannot report a GitHub deployment's result");
         return;
     }
     if !outcome.is_success() {
@@ -242,12 +243,12 @@ async fn report(
         Ok(Some(previous)) if previous != id => {
             let route = format!("{deployments}/{previous}/statuses");
             if let Err(e) = post(&client, &route, r.status("inactive", "replaced")).await {
-                tracing::warn!(service = %r.service, error = %e, "Cannot mark the replaced GitHub deployment inactive");
+                tracing::warn!(service = %r.service, error = %escaped(&e.to_string()), "Cannot mark the replaced GitHub deployment inactive");
             }
         }
         _ => {}
     }
     if let Err(e) = store.set_github_deployment(&r.service, id) {
-        tracing::warn!(service = %r.service, error = %e, "Cannot remember the GitHub deployment");
+        tracing::warn!(service = %r.service, error = %escaped(&e.to_string()), "Cannot remember the GitHub deployment");
     }
 }
