@@ -217,7 +217,7 @@ async fn made_up_event_names_are_one_metrics_label() {
     let (_dir, d) = daemon().await;
     let d = std::sync::Arc::new(d);
     let (rss_before, _) = d.memory_kb();
-    const N: usize = 2_000;
+    const N: usize = 20_000;
     let mut statuses = Vec::with_capacity(N);
     for batch in 0..N / 50 {
         let replies = futures_util::future::join_all((0..50).map(|i| {
@@ -251,4 +251,8 @@ async fn made_up_event_names_are_one_metrics_label() {
     );
     assert!(!metrics.contains("made-up"), "{metrics}");
     assert!(metrics.len() < 50 * 1024, "{} bytes", metrics.len());
+    assert!(
+        rss < rss_before + 20 * 1024,
+        "RSS grew from {rss_before} to {rss} kB"
+    );
 }
