@@ -25,6 +25,7 @@ use crate::report::status::{State, Status};
 use crate::rollout::lock::LockError;
 use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
+use crate::serve::live::Live;
 use crate::store::PendingRow;
 
 pub(crate) use job::{Expected, Job, Submitted};
@@ -42,11 +43,13 @@ pub(crate) struct Queue {
 }
 
 struct Inner {
-    ctx: Context,
+    live: Live,
+    /// The state, fixed for the process's life (a reload keeps `state.dir`).
+    store: crate::store::Store,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
-    deployments: Deployments,
-    notifier: Notifier,
+    /// Rebuilt from the config on a reload (their tokens and URLs may have changed).
+    reporters: Mutex<Reporters>,
     slots: Mutex<HashMap<String, Slot>>,
     permits: Semaphore,
     tracker: TaskTracker,
@@ -57,6 +60,27 @@ struct Inner {
     stop: CancellationToken,
 }
 
+/// Who hears about a rollout: GitHub Deployments and the chat.
+#[derive(Clone)]
+struct Reporters {
+    deployments: Deployments,
+    notifier: Notifier,
+}
+
+impl Reporters {
+    fn new(ctx: &Context, reports: &TaskTracker, abandoned: &CancellationToken) -> Reporters {
+        Reporters {
+            deployments: Deployments::new(
+                &ctx.config,
+                ctx.store.clone(),
+                reports.clone(),
+                abandoned.clone(),
+            ),
+            notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     busy: bool,
@@ -65,26 +89,23 @@ struct Slot {
 
 impl Queue {
     pub(crate) fn new(
-        ctx: Context,
+        live: Live,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Queue {
+        let ctx = live.now();
+        // Fixed for the process's life: a reload keeps `server.max_parallel`.
         let permits = Semaphore::new(ctx.config.server.max_parallel);
         let reports = TaskTracker::new();
         let abandoned = CancellationToken::new();
         Queue {
             inner: Arc::new(Inner {
-                deployments: Deployments::new(
-                    &ctx.config,
-                    ctx.store.clone(),
-                    reports.clone(),
-                    abandoned.clone(),
-                ),
-                notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+                reporters: Mutex::new(Reporters::new(&ctx, &reports, &abandoned)),
                 reports,
                 abandoned,
-                ctx,
+                store: ctx.store.clone(),
+                live,
                 status,
                 metrics,
                 slots: Mutex::new(HashMap::new()),
@@ -143,24 +164,33 @@ impl Queue {
         Submitted::Started
     }
 
+    /// After a reload: GitHub and chat reports of rollouts starting from now use the
+    /// config in `ctx`; running ones keep what they began with.
+    pub(crate) fn reconfigure(&self, ctx: &Context) {
+        let inner = &self.inner;
+        *crate::util::lock(&inner.reporters) =
+            Reporters::new(ctx, &inner.reports, &inner.abandoned);
+    }
+
     fn persist(&self, row: &PendingRow) {
-        if let Err(e) = self.inner.ctx.store.save_pending(row) {
+        if let Err(e) = self.inner.store.save_pending(row) {
             tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
         }
     }
 
     /// Re-submits the triggers that were waiting when the daemon last stopped.
     pub(crate) fn restore(&self) {
-        match self.inner.ctx.store.pending() {
+        let ctx = self.inner.live.now();
+        match ctx.store.pending() {
             Ok(rows) => {
                 for row in rows {
                     match Job::from_row(&row) {
-                        Some(job) if self.inner.ctx.config.service(&row.service).is_ok() => {
+                        Some(job) if ctx.config.service(&row.service).is_ok() => {
                             tracing::info!(service = %row.service, trigger = %row.trigger, "Resuming a trigger that was waiting at the last stop");
                             self.submit(&row.service, job);
                         }
                         _ => {
-                            let _ = self.inner.ctx.store.clear_pending(&row.service);
+                            let _ = ctx.store.clear_pending(&row.service);
                         }
                     }
                 }
@@ -204,8 +234,10 @@ impl Queue {
             let Ok(permit) = self.inner.permits.acquire().await else {
                 return;
             };
-            let _ = self.inner.ctx.store.clear_pending(&service);
-            self.run(&service, &job).await;
+            // Each rollout runs with the config as it is when it starts.
+            let ctx = self.inner.live.now();
+            let _ = self.inner.store.clear_pending(&service);
+            self.run(&ctx, &service, &job).await;
             drop(permit);
             // Let triggers that keep arriving (a storm of deliveries) gather for a moment:
             // then a flood costs one check per DEBOUNCE, not one per rollout's length.
@@ -233,27 +265,33 @@ impl Queue {
     }
 
     /// One job: verify a package event's claim, roll out, announce the result.
-    async fn run(&self, service: &str, job: &Job) {
-        let Ok(config) = self.inner.ctx.config.service(service) else {
+    async fn run(&self, ctx: &Context, service: &str, job: &Job) {
+        let Ok(config) = ctx.config.service(service) else {
+            tracing::info!(service, trigger = %job.trigger, "Not deploying: the service is no longer in the config");
+            self.delivery_outcome(job, "not deployed: the service is no longer in the config");
+            self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         };
         if let Some(expect) = &job.expect
-            && let Err(why) = self.verify_claim(config, expect).await
+            && let Err(why) = verify_claim(ctx, config, expect).await
         {
             tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
             self.delivery_outcome(job, &format!("not deployed: {why}"));
             self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         }
+        let reporters = crate::util::lock(&self.inner.reporters).clone();
         let clock = std::time::Instant::now();
-        let (outcome, github) = self.roll(config, job).await;
-        self.announce(config, job, &outcome, github, clock.elapsed());
+        let (outcome, github) = self.roll(ctx, &reporters, config, job).await;
+        self.announce(&reporters, config, job, &outcome, github, clock.elapsed());
     }
 
     /// Runs the rollout, waiting while another process (a CLI deploy) holds the lock.
     /// Returns its report, or why it did not start, and its GitHub report if one began.
     async fn roll(
         &self,
+        ctx: &Context,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
     ) -> (Result<rollout::Report, String>, Option<github::Report>) {
@@ -265,6 +303,8 @@ impl Queue {
         };
         let observer = Follow {
             inner: &self.inner,
+            ctx,
+            deployments: &reporters.deployments,
             service: config,
             git_ref: job.git_ref.as_deref(),
             github: Mutex::new(None),
@@ -276,7 +316,7 @@ impl Queue {
             s.trigger = Some(job.trigger.clone());
         });
         let outcome = loop {
-            match rollout::run(&self.inner.ctx, config, &request, &observer).await {
+            match rollout::run(ctx, config, &request, &observer).await {
                 Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
                     tracing::info!(service, %holder, "Waiting for another hoist process to finish");
                     tokio::select! {
@@ -296,6 +336,7 @@ impl Queue {
     /// rollout ended.
     fn announce(
         &self,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
         outcome: &Result<rollout::Report, String>,
@@ -309,7 +350,7 @@ impl Queue {
                 if let Some(github) = github {
                     github.finish(report.outcome, report.error.clone());
                 }
-                self.inner.notifier.rollout(config, report);
+                reporters.notifier.rollout(config, report);
                 metrics.rollout_finished(
                     service,
                     &config.environment,
@@ -342,15 +383,21 @@ impl Queue {
         });
     }
 
-    /// A package event names a tag and a digest; deploy only if the registry agrees.
-    async fn verify_claim(&self, config: &ServiceConfig, expect: &Expected) -> Result<(), String> {
-        match self
-            .inner
-            .ctx
-            .registry
-            .resolve(&config.image, &expect.tag)
-            .await
-        {
+    fn delivery_outcome(&self, job: &Job, outcome: &str) {
+        if let Some(id) = &job.delivery {
+            let _ = self.inner.store.set_delivery_outcome(id, outcome);
+        }
+    }
+}
+
+/// A package event names a tag and a digest; deploy only if the registry agrees.
+async fn verify_claim(
+    ctx: &Context,
+    config: &ServiceConfig,
+    expect: &Expected,
+) -> Result<(), String> {
+    {
+        match ctx.registry.resolve(&config.image, &expect.tag).await {
             Ok(d) if d == expect.digest => Ok(()),
             Ok(d) => Err(format!(
                 "the delivery says {}:{} is {}, the registry says {}",
@@ -362,17 +409,13 @@ impl Queue {
             Err(e) => Err(format!("cannot check the delivery's digest: {e}")),
         }
     }
-
-    fn delivery_outcome(&self, job: &Job, outcome: &str) {
-        if let Some(id) = &job.delivery {
-            let _ = self.inner.ctx.store.set_delivery_outcome(id, outcome);
-        }
-    }
 }
 
 /// Follows a daemon rollout into the live status, the metrics and GitHub.
 struct Follow<'a> {
     inner: &'a Inner,
+    ctx: &'a Context,
+    deployments: &'a Deployments,
     service: &'a ServiceConfig,
     git_ref: Option<&'a str>,
     github: Mutex<Option<github::Report>>,
@@ -381,13 +424,10 @@ struct Follow<'a> {
 impl Observer for Follow<'_> {
     fn planned(&self, tag: Option<&str>, digest: &Digest) {
         let git_ref = self.git_ref.or(tag);
-        if let Some(rollout) = Deployments::describe(
-            &self.inner.ctx.config,
-            self.service,
-            git_ref,
-            digest.as_str(),
-        ) {
-            let report = self.inner.deployments.begin(rollout);
+        if let Some(rollout) =
+            Deployments::describe(&self.ctx.config, self.service, git_ref, digest.as_str())
+        {
+            let report = self.deployments.begin(rollout);
             *crate::util::lock(&self.github) = Some(report);
         }
     }
