@@ -174,7 +174,8 @@ impl Client {
                 .deploys(Some(service), 5)
                 .await?
                 .into_iter()
-                .filter(|d| d.id > after)
+                // Journal notes that automation was paused or resumed are not the rollout.
+                .filter(|d| d.id > after && d.outcome.is_rollout())
                 .min_by_key(|d| d.id);
             if let Some(d) = newer {
                 if d.outcome.is_finished() {

@@ -19,6 +19,7 @@ use crate::rollout::recover;
 use crate::rollout::request::{self, RollbackError, TargetError};
 use crate::rollout::{self, Observer, Quiet, Request, Step, Target};
 use crate::serve::Daemon;
+use crate::serve::automation::{self, Act};
 use crate::serve::promotion;
 use crate::serve::systemd::Unit;
 use crate::store::Store;
@@ -53,6 +54,8 @@ pub(super) async fn run(command: Command, inv: Invocation<'_>) -> anyhow::Result
             limit,
         } => history(inv, service.as_deref(), json, limit).await,
         Command::Promote { service } => promote(inv, &service).await,
+        Command::Pause { service, reason } => pause(inv, &service, reason).await,
+        Command::Resume { service } => resume(inv, &service).await,
         Command::Serve => serve(inv.config, inv.path).await,
         Command::Recover => recover(inv.config).await,
     }
@@ -227,7 +230,7 @@ async fn deploy(
         return remote::rollout(&client, &s.name, "deploy", body).await;
     }
     let ctx = Context::open(inv.config).await?;
-    local_rollout(&ctx, &s, target, "manual", inv.terminal).await
+    local_rollout(&ctx, &s, Act::Deploy, target, "manual", inv.terminal).await
 }
 
 async fn rollback(inv: Invocation<'_>, service: &str) -> anyhow::Result<u8> {
@@ -247,7 +250,7 @@ async fn rollback(inv: Invocation<'_>, service: &str) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    local_rollout(&ctx, &s, target, "rollback", inv.terminal).await
+    local_rollout(&ctx, &s, Act::Rollback, target, "rollback", inv.terminal).await
 }
 
 async fn history(
@@ -299,7 +302,61 @@ async fn promote(inv: Invocation<'_>, service: &str) -> anyhow::Result<u8> {
         }
     };
     let job = promotion::job(&s, digest, "manual");
-    local_rollout(&ctx, &s, job.target, &job.trigger, inv.terminal).await
+    local_rollout(
+        &ctx,
+        &s,
+        Act::Promote,
+        job.target,
+        &job.trigger,
+        inv.terminal,
+    )
+    .await
+}
+
+/// Who runs this command, for the journal: the user behind sudo, else the user.
+fn operator_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "an unnamed user".to_string())
+}
+
+async fn pause(inv: Invocation<'_>, service: &str, reason: Option<String>) -> anyhow::Result<u8> {
+    let Some(s) = find_service(&inv.config, service).cloned() else {
+        return Ok(USAGE);
+    };
+    let who = operator_name();
+    if let Some(client) = remote::acting_daemon(&inv.config, inv.url.as_deref()).await? {
+        let body = serde_json::json!({ "reason": reason, "by": who });
+        return remote::automation(&client, &s.name, "pause", body).await;
+    }
+    let store = Store::open(&inv.config.state.dir)?;
+    let pause = automation::pause(&store, &s, &format!("pause by {who}"), reason.as_deref())?;
+    println!(
+        "{}: automation paused until `hoist resume {}` ({})",
+        s.name, s.name, pause.reason
+    );
+    Ok(0)
+}
+
+async fn resume(inv: Invocation<'_>, service: &str) -> anyhow::Result<u8> {
+    let Some(s) = find_service(&inv.config, service).cloned() else {
+        return Ok(USAGE);
+    };
+    let who = operator_name();
+    if let Some(client) = remote::acting_daemon(&inv.config, inv.url.as_deref()).await? {
+        let body = serde_json::json!({ "by": who });
+        return remote::automation(&client, &s.name, "resume", body).await;
+    }
+    let store = Store::open(&inv.config.state.dir)?;
+    match automation::resume(&store, &s, &format!("resume by {who}"))? {
+        Some(pause) => println!(
+            "{}: automation resumed (it was paused by {}: {})",
+            s.name, pause.by, pause.reason
+        ),
+        None => println!("{}: automation was not paused", s.name),
+    }
+    Ok(0)
 }
 
 async fn serve(config: Config, path: &Path) -> anyhow::Result<u8> {
@@ -346,14 +403,20 @@ fn find_service<'a>(config: &'a Config, name: &str) -> Option<&'a ServiceConfig>
     }
 }
 
-/// Runs a rollout in this process, drawing its steps when on a terminal.
+/// Runs a rollout in this process, drawing its steps when on a terminal; tells automation
+/// what the operator did ([`automation::operator_rollout`]) and how it ended.
 async fn local_rollout(
     ctx: &Context,
     s: &ServiceConfig,
+    act: Act,
     target: Target,
     trigger: &str,
     terminal: bool,
 ) -> anyhow::Result<u8> {
+    let pause_note = automation::operator_rollout(ctx, s, act, &target, trigger).await;
+    if let Some(note) = &pause_note {
+        eprintln!("{}: {note}", s.name);
+    }
     let request = Request {
         target,
         trigger: trigger.to_string(),
@@ -371,6 +434,7 @@ async fn local_rollout(
             return Ok(FAILED);
         }
     };
+    automation::rollout_ended(&ctx.store, s, &report, pause_note.as_deref());
     let end = Ended {
         service: &s.name,
         outcome: report.outcome,

@@ -79,6 +79,17 @@ pub enum Command {
     },
     /// Deploy the digest the service's `promote_from` service runs now.
     Promote { service: String },
+    /// Stop automation (polls, webhooks, watch windows, automatic promotion) from
+    /// deploying to a service until `hoist resume`. Deploys by hand still run.
+    Pause {
+        service: String,
+        /// Why, for the status page and the journal.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let automation deploy to a service again, after `hoist pause`, a rollback or a
+    /// deploy by hand of something other than its track.
+    Resume { service: String },
     /// Recover rollouts interrupted by a crash (also done before every deploy).
     Recover,
     /// Run the daemon: webhooks, registry polling, promotions, the deploy queue.
@@ -102,6 +113,8 @@ impl Command {
             Command::Deploy { .. }
             | Command::Rollback { .. }
             | Command::Promote { .. }
+            | Command::Pause { .. }
+            | Command::Resume { .. }
             | Command::Recover
             | Command::Serve => Secrets::Load,
         }

@@ -134,3 +134,41 @@ pub(super) async fn rollout(
     };
     Ok(ended(&end, d.error.as_deref()))
 }
+
+/// Asks the daemon to pause or resume automation of `service`, and says what it did.
+pub(super) async fn automation(
+    client: &Client,
+    service: &str,
+    action: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<u8> {
+    eprintln!("via hoist serve at {}", client.url());
+    match client.act(service, action, body).await {
+        Ok(answer) => {
+            let text = |k: &str| answer[k].as_str().unwrap_or("?").to_string();
+            match text("status").as_str() {
+                "paused" => println!(
+                    "{service}: automation paused until `hoist resume {service}` ({})",
+                    text("reason")
+                ),
+                "resumed" => println!(
+                    "{service}: automation resumed (it was paused by {})",
+                    text("was_paused_by")
+                ),
+                other => println!("{service}: automation {other}"),
+            }
+            Ok(0)
+        }
+        Err(ClientError::Refused {
+            status, message, ..
+        }) => {
+            eprintln!("error: {message}");
+            Ok(if status == 404 || status == 400 {
+                USAGE
+            } else {
+                FAILED
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}

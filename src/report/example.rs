@@ -2,7 +2,7 @@
 //! tests (the pinned outputs in `testdata/` are its renderings).
 
 use crate::report::status::{Document, LastRollout, ServiceView, State};
-use crate::store::Outcome;
+use crate::store::{Hold, Outcome, Pause};
 
 pub(crate) fn example() -> Document {
     Document {
@@ -18,6 +18,8 @@ pub(crate) fn example() -> Document {
             rolling_without_a_step(),
             idle_after_a_failure(),
             idle_after_a_noop(),
+            serving_with_a_digest_held_back(),
+            paused_after_a_rollback(),
         ],
     }
 }
@@ -68,6 +70,8 @@ fn blank(name: &str) -> ServiceView {
         next_poll: None,
         last_poll_error: None,
         watching_until: None,
+        held_back: None,
+        paused: None,
     }
 }
 
@@ -154,5 +158,49 @@ fn idle_after_a_noop() -> ServiceView {
     ServiceView {
         last_rollout: last(22, Outcome::Noop, None, Some(950_000)),
         ..blank("idle-one")
+    }
+}
+
+fn serving_with_a_digest_held_back() -> ServiceView {
+    ServiceView {
+        tag: Some("main".into()),
+        digest: digest("7"),
+        running_digest: digest("7"),
+        deployed_at: Some(500_000),
+        last_rollout: last(
+            30,
+            Outcome::RolledBack,
+            Some("not healthy after 60s\nlast probe"),
+            Some(970_000),
+        ),
+        held_back: Some(Hold {
+            digest: digest("8").unwrap_or_default(),
+            step: Some("health".into()),
+            reason: "not healthy after 60s <x>".into(),
+            since: 970_000,
+            deploy_id: Some(30),
+        }),
+        ..blank("held")
+    }
+}
+
+fn paused_after_a_rollback() -> ServiceView {
+    ServiceView {
+        environment: "prod".into(),
+        state: State::Paused,
+        digest: digest("9"),
+        running_digest: digest("9"),
+        previous_digest: digest("8"),
+        deployed_at: Some(940_000),
+        deployed_by: Some("rollback".into()),
+        last_rollout: last(31, Outcome::Succeeded, None, Some(940_000)),
+        paused: Some(Pause {
+            by: "rollback".into(),
+            reason: "rolled back by an operator".into(),
+            since: 930_000,
+            track_digest: digest("8"),
+            until_resumed: false,
+        }),
+        ..blank("paused")
     }
 }

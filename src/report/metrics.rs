@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::{Hold, Pause};
 use crate::util::lock;
 
 /// Upper bounds (seconds) for rollout and step durations.
@@ -106,8 +107,15 @@ impl Metrics {
     }
 
     /// The exposition text. `deployed` is (service, environment, image, tag, digest) of
-    /// what each service runs, for the info metric.
-    pub(crate) fn render(&self, version: &str, uptime: Duration, deployed: &[[&str; 5]]) -> String {
+    /// what each service runs, for the info metric; `restrained`, per service, a digest
+    /// held back and a pause of automation.
+    pub(crate) fn render(
+        &self,
+        version: &str,
+        uptime: Duration,
+        deployed: &[[&str; 5]],
+        restrained: &[(&str, Option<&Hold>, Option<&Pause>)],
+    ) -> String {
         let mut out = String::new();
         header(&mut out, "hoist_build_info", "gauge", "hoist's version.");
         let _ = writeln!(out, "hoist_build_info{{version=\"{}\"}} 1", escape(version));
@@ -136,6 +144,7 @@ impl Metrics {
                 escape(digest)
             );
         }
+        restraints(&mut out, restrained);
         counter(
             &mut out,
             "hoist_deploys_total",
@@ -180,6 +189,51 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Held-back digests and paused automation: since when (Unix time), with why in labels.
+fn restraints(out: &mut String, restrained: &[(&str, Option<&Hold>, Option<&Pause>)]) {
+    let seconds = |ms: i64| ms as f64 / 1000.0;
+    header(
+        out,
+        "hoist_held_back_since_seconds",
+        "gauge",
+        "Since when (Unix time) automation holds back a digest whose rollout failed by its own fault, with the step that failed.",
+    );
+    for (service, hold, _) in restrained {
+        if let Some(h) = hold {
+            let _ = writeln!(
+                out,
+                "hoist_held_back_since_seconds{{service=\"{}\",digest=\"{}\",step=\"{}\"}} {:.3}",
+                escape(service),
+                escape(&h.digest),
+                escape(h.step.as_deref().unwrap_or("")),
+                seconds(h.since)
+            );
+        }
+    }
+    header(
+        out,
+        "hoist_automation_paused_since_seconds",
+        "gauge",
+        "Since when (Unix time) an operator has paused automation of the service, by whom, and until what (resume, or the track moving).",
+    );
+    for (service, _, pause) in restrained {
+        if let Some(p) = pause {
+            let _ = writeln!(
+                out,
+                "hoist_automation_paused_since_seconds{{service=\"{}\",by=\"{}\",until=\"{}\"}} {:.3}",
+                escape(service),
+                escape(&p.by),
+                if p.until_resumed {
+                    "resume"
+                } else {
+                    "track_moves"
+                },
+                seconds(p.since)
+            );
+        }
     }
 }
 
@@ -260,10 +314,25 @@ mod tests {
         m.rollout_finished("web", "stage", "succeeded", Duration::from_secs(7));
         m.delivery("package", "queued");
         m.poll_error("web");
+        let hold = Hold {
+            digest: "sha256:bad".into(),
+            step: Some("health".into()),
+            reason: "not healthy".into(),
+            since: 1_700_000_000_500,
+            deploy_id: Some(3),
+        };
+        let pause = Pause {
+            by: "api rollback".into(),
+            reason: "rolled back by an operator".into(),
+            since: 1_700_000_001_000,
+            track_digest: None,
+            until_resumed: false,
+        };
         let text = m.render(
             "0.1.0",
             Duration::from_secs(3),
             &[["web", "stage", "r/web", "v2", "sha256:ab"]],
+            &[("web", Some(&hold), Some(&pause)), ("api", None, None)],
         );
         for line in [
             "hoist_deploys_total{service=\"web\",environment=\"stage\",outcome=\"succeeded\"} 1",
@@ -276,9 +345,12 @@ mod tests {
             "hoist_rollout_in_progress{service=\"web\"} 0",
             "hoist_deployed_info{service=\"web\",environment=\"stage\",image=\"r/web\",tag=\"v2\",digest=\"sha256:ab\"} 1",
             "# TYPE hoist_rollout_duration_seconds histogram",
+            "hoist_held_back_since_seconds{service=\"web\",digest=\"sha256:bad\",step=\"health\"} 1700000000.500",
+            "hoist_automation_paused_since_seconds{service=\"web\",by=\"api rollback\",until=\"track_moves\"} 1700000001.000",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+        assert!(!text.contains("service=\"api\",digest"), "{text}");
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -111,7 +111,11 @@ pub(crate) fn message(
             ":x: {} ({}): rollout to {to} failed at {step}: {why} (deploy #{}){link}",
             service.name, service.environment, report.deploy_id
         ),
-        Outcome::Noop | Outcome::Running | Outcome::Interrupted => return None,
+        Outcome::Noop
+        | Outcome::Running
+        | Outcome::Interrupted
+        | Outcome::Paused
+        | Outcome::Resumed => return None,
     };
     Some(text)
 }

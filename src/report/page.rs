@@ -45,6 +45,7 @@ pub(crate) fn render(doc: &Document) -> String {
 fn service(out: &mut String, s: &ServiceView, now: i64) {
     head(out, s);
     deployment_rows(out, s, now);
+    automation_rows(out, s, now);
     if let Some(r) = &s.last_rollout {
         last_rollout_row(out, r, now);
     }
@@ -133,6 +134,43 @@ fn deployment_rows(out: &mut String, s: &ServiceView, now: i64) {
     }
     if let Some(p) = &s.previous_digest {
         row(out, "previous", &format!("<code>{}</code>", short(p)));
+    }
+}
+
+/// A digest held back beside what serves, and paused automation: what, why, since when.
+fn automation_rows(out: &mut String, s: &ServiceView, now: i64) {
+    if let Some(h) = &s.held_back {
+        row(
+            out,
+            "held back",
+            &format!(
+                "<code>{}</code> {} · failed{}: {} <span class=\"dim\">(automation skips it until the track moves on)</span>",
+                short(&h.digest),
+                relative(h.since, now),
+                h.step
+                    .as_deref()
+                    .map(|st| format!(" at {}", escape(st)))
+                    .unwrap_or_default(),
+                escape(&h.reason)
+            ),
+        );
+    }
+    if let Some(p) = &s.paused {
+        let until = if p.until_resumed {
+            "until resumed"
+        } else {
+            "until the track moves or it is resumed"
+        };
+        row(
+            out,
+            "automation",
+            &format!(
+                "paused {} by {}: {} <span class=\"dim\">({until})</span>",
+                relative(p.since, now),
+                escape(&p.by),
+                escape(&p.reason)
+            ),
+        );
     }
 }
 
@@ -230,15 +268,15 @@ h1{margin:0;font-size:20px}.meta,.dim{color:var(--dim)}
 main{display:flex;flex-wrap:wrap;gap:20px;padding:20px 24px;align-items:flex-start}
 .env{flex:1 1 420px;min-width:320px}.env h2{margin:0 0 10px;font-size:15px;text-transform:uppercase;letter-spacing:.06em;color:var(--dim)}
 .service{background:#fff;border:1px solid var(--line);border-left:5px solid var(--ok);border-radius:6px;padding:12px 16px;margin-bottom:14px}
-.service.queued{border-left-color:var(--info)}.service.rolling{border-left-color:var(--warn)}.service.failed{border-left-color:var(--bad)}
+.service.queued{border-left-color:var(--info)}.service.rolling{border-left-color:var(--warn)}.service.failed{border-left-color:var(--bad)}.service.paused{border-left-color:var(--dim)}
 .head{display:flex;align-items:center;gap:10px;flex-wrap:wrap}.head h3{margin:0;font-size:16px;flex:1}
 .badge{padding:1px 8px;border-radius:10px;font-size:12px;color:#fff;background:var(--ok)}
-.badge.queued{background:var(--info)}.badge.rolling{background:var(--warn)}.badge.failed{background:var(--bad)}
+.badge.queued{background:var(--info)}.badge.rolling{background:var(--warn)}.badge.failed{background:var(--bad)}.badge.paused{background:var(--dim)}
 .health::before{content:'●';margin-right:4px}.health.ok{color:var(--ok)}.health.warn{color:var(--warn)}.health.bad{color:var(--bad)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:10px 0 0}dt{color:var(--dim)}dd{margin:0;overflow-wrap:anywhere}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#eff1f3;padding:1px 4px;border-radius:4px}
 pre{white-space:pre-wrap;font:12px ui-monospace,monospace;background:#fff1f0;border-radius:4px;padding:6px;margin:4px 0 0}
-.outcome.succeeded,.outcome.noop{color:var(--ok)}.outcome.failed,.outcome.rolled_back,.outcome.interrupted{color:var(--bad)}.outcome.running{color:var(--warn)}
+.outcome.succeeded,.outcome.noop{color:var(--ok)}.outcome.paused,.outcome.resumed{color:var(--dim)}.outcome.failed,.outcome.rolled_back,.outcome.interrupted{color:var(--bad)}.outcome.running{color:var(--warn)}
 a{color:var(--info)}
 ";
 

@@ -13,7 +13,7 @@ use crate::config::ServiceConfig;
 use crate::context::Context;
 use crate::docker::engine::Health;
 use crate::docker::service::CurrentError;
-use crate::store::{Deploy, Outcome, now_ms};
+use crate::store::{Deploy, Hold, Outcome, Pause, now_ms};
 
 /// Serialised by its [`State::as_str`] name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -24,10 +24,18 @@ pub enum State {
     Queued,
     Rolling,
     Failed,
+    /// Serving, with automation paused by an operator.
+    Paused,
 }
 
 impl State {
-    const ALL: [State; 4] = [State::Idle, State::Queued, State::Rolling, State::Failed];
+    const ALL: [State; 5] = [
+        State::Idle,
+        State::Queued,
+        State::Rolling,
+        State::Failed,
+        State::Paused,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +43,7 @@ impl State {
             State::Queued => "queued",
             State::Rolling => "rolling",
             State::Failed => "failed",
+            State::Paused => "paused",
         }
     }
 }
@@ -191,6 +200,12 @@ pub struct ServiceView {
     pub next_poll: Option<i64>,
     pub last_poll_error: Option<String>,
     pub watching_until: Option<i64>,
+    /// A digest automation does not deploy, because its rollout failed by its own fault.
+    #[serde(default)]
+    pub held_back: Option<Hold>,
+    /// Automation paused by an operator: by whom, why, since when.
+    #[serde(default)]
+    pub paused: Option<Pause>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,11 +250,9 @@ pub(crate) async fn document(ctx: &Context, live: Option<&Status>) -> Document {
 
 async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -> ServiceView {
     let state = ctx.store.service_state(&s.name).ok().flatten();
-    let last = ctx
-        .store
-        .deploys(Some(&s.name), 1)
-        .ok()
-        .and_then(|d| d.into_iter().next());
+    let last = ctx.store.last_rollout(&s.name).ok().flatten();
+    let held_back = ctx.store.hold(&s.name).ok().flatten();
+    let paused = ctx.store.pause(&s.name).ok().flatten();
     let deployed_by = state
         .as_ref()
         .and_then(|st| st.deploy_id)
@@ -261,7 +274,12 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         container,
         running_digest,
         health,
-        state: state_now(live.state, last.as_ref()),
+        state: state_now(
+            live.state,
+            last.as_ref(),
+            held_back.as_ref(),
+            paused.is_some(),
+        ),
         step: live.step.clone().or_else(|| {
             last.as_ref()
                 .filter(|d| d.outcome == Outcome::Running)
@@ -275,6 +293,8 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         next_poll: live.next_poll,
         last_poll_error: live.last_poll_error.clone(),
         watching_until: live.watching_until,
+        held_back,
+        paused,
     }
 }
 
@@ -299,12 +319,21 @@ async fn running(ctx: &Context, s: &ServiceConfig) -> (Option<String>, Option<St
     }
 }
 
-/// A failed last rollout shows as failed until the next one; the live state otherwise
-/// says what the queue is doing.
-fn state_now(live: State, last: Option<&Deploy>) -> State {
-    match (live, last) {
-        (State::Idle, Some(d)) if d.outcome.is_failure() => State::Failed,
-        (State::Idle, Some(d)) if d.outcome == Outcome::Running => State::Rolling,
+/// What the queue is doing, else: a failed last rollout shows as failed until the next
+/// one, unless its digest is held back (the image's fault: the old version serves on, and
+/// the held-back digest shows beside it); paused automation shows as paused.
+fn state_now(live: State, last: Option<&Deploy>, held: Option<&Hold>, paused: bool) -> State {
+    let held_failure =
+        |d: &Deploy| held.is_some_and(|h| d.to_digest.as_deref() == Some(h.digest.as_str()));
+    let quiet = match (live, last) {
+        (State::Queued | State::Rolling, _) => return live,
+        (_, Some(d)) if d.outcome == Outcome::Running => return State::Rolling,
+        (_, Some(d)) if d.outcome.is_failure() && !held_failure(d) => State::Failed,
+        (State::Failed, Some(d)) if held_failure(d) => State::Idle,
         (state, _) => state,
+    };
+    match quiet {
+        State::Idle if paused => State::Paused,
+        state => state,
     }
 }

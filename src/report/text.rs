@@ -24,15 +24,53 @@ const COLUMNS: [&str; 8] = [
 pub(crate) fn format_status(doc: &Document) -> String {
     let mut rows = vec![COLUMNS.map(String::from)];
     let mut problems = Vec::new();
+    let mut restraints = Vec::new();
     for s in &doc.services {
         rows.push(status_row(s, doc.generated_at));
         problems.extend(service_problems(s));
+        restraints.extend(service_restraints(s, doc.generated_at));
     }
     let mut out = table(&rows);
     for p in problems {
         out.push_str(&format!("! {p}\n"));
     }
+    for r in restraints {
+        out.push_str(&format!("- {r}\n"));
+    }
     out
+}
+
+/// Under the problems: a digest held back and paused automation, with why and since when.
+fn service_restraints(s: &ServiceView, now: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(h) = &s.held_back {
+        lines.push(format!(
+            "{}: holding back {} since {}: failed{}: {}",
+            s.name,
+            short_hex(&h.digest),
+            page::relative(h.since, now),
+            h.step
+                .as_deref()
+                .map(|st| format!(" at {st}"))
+                .unwrap_or_default(),
+            h.reason
+        ));
+    }
+    if let Some(p) = &s.paused {
+        let until = if p.until_resumed {
+            "until resumed"
+        } else {
+            "until the track moves or it is resumed"
+        };
+        lines.push(format!(
+            "{}: automation paused since {} by {} ({until}): {}",
+            s.name,
+            page::relative(p.since, now),
+            p.by,
+            p.reason
+        ));
+    }
+    lines
 }
 
 /// `hoist status --json`: through a `Value`, whose keys are sorted, as it has always
@@ -74,10 +112,18 @@ fn status_row(s: &ServiceView, now: i64) -> [String; 8] {
 /// poll's error.
 fn service_problems(s: &ServiceView) -> Vec<String> {
     let mut problems = Vec::new();
+    // A failure whose digest is held back is told by its own line (the old version
+    // serves on; nothing to fix).
+    let held = |id: i64| {
+        s.held_back
+            .as_ref()
+            .is_some_and(|h| h.deploy_id == Some(id))
+    };
     if let Some(r) = &s.last_rollout
         && let Some(e) = &r.error
         && r.outcome.is_finished()
         && !r.outcome.is_success()
+        && !held(r.id)
     {
         problems.push(format!("{}: {}", s.name, e.lines().next().unwrap_or(e)));
     }
@@ -142,6 +188,9 @@ pub(crate) fn format_deploy(d: &Deploy) -> String {
             })
             .collect();
         out.push_str(&format!("       {}\n", steps.join(" · ")));
+    }
+    if let Some(note) = &d.note {
+        out.push_str(&format!("       note: {note}\n"));
     }
     if let Some(e) = &d.error {
         for (i, line) in e.lines().enumerate() {

@@ -80,6 +80,10 @@ pub(crate) struct Report {
     pub failed_step: Option<Step>,
     pub error: Option<String>,
     pub to: Option<Digest>,
+    /// The rollout failed because of the image it rolled to (it never became healthy or
+    /// exited), not because of the registry, Docker, Traefik or the disk: the same digest
+    /// would fail again.
+    pub image_fault: bool,
 }
 
 impl Report {
@@ -131,6 +135,15 @@ pub(crate) enum StepError {
     /// The new container did not become healthy.
     #[error("{0}")]
     Unhealthy(String),
+}
+
+impl StepError {
+    /// Whether the image is to blame: its container never became healthy or exited. Every
+    /// other failure (registry, Docker, Traefik, the disk, a refusal about the running
+    /// container or the config) would not follow the digest to another attempt.
+    pub(crate) fn is_the_images_fault(&self) -> bool {
+        matches!(self, StepError::Unhealthy(_))
+    }
 }
 
 /// What the resolve step decided.
@@ -210,6 +223,7 @@ impl Rollout<'_> {
             failed_step,
             error,
             to,
+            image_fault: false,
         }
     }
 
@@ -252,8 +266,12 @@ impl Rollout<'_> {
         };
 
         if let Err(e) = self.timed(Step::Health, self.health(&new)).await {
+            let image_fault = e.is_the_images_fault();
             let cleanup = self.withdraw(&new, Step::Health).await;
-            return fail(Step::Health, Outcome::RolledBack, with_cleanup(e, cleanup));
+            return Report {
+                image_fault,
+                ..fail(Step::Health, Outcome::RolledBack, with_cleanup(e, cleanup))
+            };
         }
 
         if let Err(e) = self.timed(Step::Switch, self.switch(&new)).await {

@@ -8,6 +8,7 @@
 //! recovery at the next start, and say which happened; then give the rollouts' GitHub
 //! reports and notifications a bounded time, and say if it ran out.
 
+pub(crate) mod automation;
 pub(crate) mod http;
 pub(crate) mod live;
 pub(crate) mod poller;

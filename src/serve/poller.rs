@@ -22,6 +22,7 @@ use crate::registry::{RegistryError, Resolved};
 use crate::report::metrics::Metrics;
 use crate::report::status::Status;
 use crate::rollout::Target;
+use crate::serve::automation::Skip;
 use crate::serve::queue::{Job, Queue};
 use crate::store::{millis, now_ms};
 
@@ -38,6 +39,8 @@ pub(crate) enum Check {
     UpToDate,
     /// The track points elsewhere; a rollout was queued.
     Queued(Resolved),
+    /// The track points elsewhere, but automation leaves the service alone now.
+    Skipped(Skip),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,8 @@ impl CheckError {
     }
 }
 
-/// Resolves the service's track and queues a rollout when it differs from what runs.
+/// Resolves the service's track and queues a rollout when it differs from what runs and
+/// automation may deploy it ([`crate::serve::automation`]).
 pub(crate) async fn check(
     ctx: &Context,
     queue: &Queue,
@@ -74,9 +78,17 @@ pub(crate) async fn check(
     if queue.is_busy(&s.name) {
         return Ok(Check::UpToDate);
     }
+    // Asked even when nothing is to be done: looking ends a hold or a pause the track has
+    // moved on from.
+    let admitted = queue
+        .automation()
+        .admit(&ctx.store, s, &resolved.digest, &job.trigger);
     let running = service::current(ctx.lookup(), s).await?;
     if running.digest.as_ref() == Some(&resolved.digest) {
         return Ok(Check::UpToDate);
+    }
+    if let Err(skip) = admitted {
+        return Ok(Check::Skipped(skip));
     }
     tracing::info!(service = %s.name, trigger = %job.trigger, digest = %resolved.digest, tag = resolved.tag.as_deref().unwrap_or("-"),
         "The registry has a new image; queueing a rollout");
@@ -100,6 +112,8 @@ pub(crate) async fn poll(
         return;
     };
     let mut failures = 0u32;
+    // Why the last poll left the service alone: logged when it changes, not every poll.
+    let mut skipped: Option<String> = None;
     // Start at a random point of the interval so that many services do not poll at once.
     let mut delay = jitter(interval).min(interval) / 2;
     loop {
@@ -116,6 +130,16 @@ pub(crate) async fn poll(
             st.last_poll = Some(now_ms());
             st.last_poll_error = result.as_ref().err().map(ToString::to_string);
         });
+        let skip = match &result {
+            Ok(Check::Skipped(skip)) => Some(skip.to_string()),
+            _ => None,
+        };
+        if let Some(why) = &skip
+            && skipped.as_deref().map(first_words) != Some(first_words(why))
+        {
+            tracing::info!(service = %name, "The registry has a new image; not deploying: {why}");
+        }
+        skipped = skip;
         delay = match &result {
             Ok(_) => {
                 failures = 0;
@@ -136,6 +160,11 @@ pub(crate) async fn poll(
             }
         };
     }
+}
+
+/// The gist of a skip's reason: a backoff's countdown does not make it a new one.
+fn first_words(why: &str) -> &str {
+    why.split(';').next().unwrap_or(why)
 }
 
 /// `d` give or take 10%.
@@ -227,7 +256,8 @@ async fn watch(ctx: &Context, queue: &Queue, status: &Status, s: &ServiceConfig,
         tokio::time::sleep(delay).await;
         match check(ctx, queue, s, job).await {
             Ok(Check::Queued(_)) => break,
-            Ok(Check::UpToDate) => {}
+            // A watch never overrides a hold or a pause; a new image still ends either.
+            Ok(Check::UpToDate | Check::Skipped(_)) => {}
             Err(e) => tracing::warn!(service = %s.name, error = %e, "Watch check failed"),
         }
         if tokio::time::Instant::now() + delay >= until {

@@ -13,6 +13,7 @@ use crate::docker::engine::Health;
 use crate::docker::service;
 use crate::image::Digest;
 use crate::rollout::Target;
+use crate::serve::automation::Act;
 use crate::serve::queue::{Job, Queue};
 use crate::store::now_ms;
 
@@ -87,13 +88,16 @@ pub(crate) async fn candidate(
     Ok((digest, age))
 }
 
-/// The job that promotes `s`.
+/// The job that promotes `s`: `how` is "automatic", or who asked ("api", "manual").
 pub(crate) fn job(s: &ServiceConfig, digest: Digest, how: &str) -> Job {
     let from = s.promote_from.as_deref().unwrap_or("?");
-    Job::new(
-        Target::Digest(digest),
-        format!("promote from {from} ({how})"),
-    )
+    let trigger = format!("promote from {from} ({how})");
+    let target = Target::Digest(digest);
+    if how == "automatic" {
+        Job::new(target, trigger)
+    } else {
+        Job::operator(Act::Promote, target, trigger)
+    }
 }
 
 /// Promotes services with `promote_after` once their source has run a digest long enough.
@@ -123,6 +127,10 @@ pub(crate) async fn run(ctx: Context, queue: Queue, stop: CancellationToken) {
             if s.promote_after.is_some_and(|after| age < after) {
                 continue;
             }
+            let job = job(s, digest.clone(), "automatic");
+            let admitted = queue
+                .automation()
+                .admit(&ctx.store, s, &digest, &job.trigger);
             let current = service::current(ctx.lookup(), s)
                 .await
                 .ok()
@@ -130,8 +138,12 @@ pub(crate) async fn run(ctx: Context, queue: Queue, stop: CancellationToken) {
             if current.as_ref() == Some(&digest) {
                 continue;
             }
+            if let Err(skip) = admitted {
+                tracing::debug!(service = %s.name, digest = %digest, "Not promoting: {skip}");
+                continue;
+            }
             tracing::info!(service = %s.name, digest = %digest, "Promoting");
-            queue.submit(&s.name, job(s, digest, "automatic"));
+            queue.submit(&s.name, job);
         }
     }
 }

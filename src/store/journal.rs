@@ -66,6 +66,10 @@ pub enum Outcome {
     Failed,
     /// hoist died during the rollout; the next start recovered it (see the error text).
     Interrupted,
+    /// Not a rollout: an operator paused automation of the service (why: the note).
+    Paused,
+    /// Not a rollout: automation of the service resumed (why: the note).
+    Resumed,
 }
 
 impl Outcome {
@@ -85,6 +89,11 @@ impl Outcome {
         self != Outcome::Running
     }
 
+    /// A rollout's entry, not a note that automation was paused or resumed.
+    pub fn is_rollout(self) -> bool {
+        !matches!(self, Outcome::Paused | Outcome::Resumed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Running => "running",
@@ -93,6 +102,8 @@ impl Outcome {
             Outcome::RolledBack => "rolled_back",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Paused => "paused",
+            Outcome::Resumed => "resumed",
         }
     }
 
@@ -103,6 +114,8 @@ impl Outcome {
             "noop" => Outcome::Noop,
             "rolled_back" => Outcome::RolledBack,
             "interrupted" => Outcome::Interrupted,
+            "paused" => Outcome::Paused,
+            "resumed" => Outcome::Resumed,
             _ => Outcome::Failed,
         }
     }
@@ -125,6 +138,10 @@ pub struct Deploy {
     /// The step running now, or the one that failed.
     pub step: Option<String>,
     pub error: Option<String>,
+    /// What the rollout did to automation (a digest held back, automation paused), or
+    /// why automation was paused or resumed.
+    #[serde(default)]
+    pub note: Option<String>,
     pub old_container: Option<String>,
     pub new_container: Option<String>,
     pub pid: Option<i64>,
@@ -267,6 +284,17 @@ impl Store {
         }
     }
 
+    /// The newest rollout of `service` (the journal's pause and resume notes left out).
+    pub fn last_rollout(&self, service: &str) -> Result<Option<Deploy>, StoreError> {
+        Ok(self
+            .query_deploys(
+                "WHERE service = ?1 AND outcome NOT IN ('paused', 'resumed') ORDER BY id DESC LIMIT 1",
+                params![service],
+            )?
+            .into_iter()
+            .next())
+    }
+
     pub fn deploy(&self, id: i64) -> Result<Option<Deploy>, StoreError> {
         Ok(self
             .query_deploys("WHERE id = ?1", params![id])?
@@ -283,7 +311,7 @@ impl Store {
         let sql = format!(
             "SELECT id, service, environment, trigger, target, from_image, from_digest, to_image,
              to_tag, to_digest, outcome, step, error, old_container, new_container, pid,
-             started_at, finished_at FROM deploys {clause}"
+             started_at, finished_at, note FROM deploys {clause}"
         );
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut deploys = stmt
@@ -307,6 +335,7 @@ impl Store {
                     pid: r.get(15)?,
                     started_at: r.get(16)?,
                     finished_at: r.get(17)?,
+                    note: r.get(18)?,
                     steps: Vec::new(),
                 })
             })

@@ -95,4 +95,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE deliveries;
     ALTER TABLE delivery_log RENAME TO deliveries;
     CREATE INDEX deliveries_by_age ON deliveries (received_at);",
+    // 6: automation's restraint (serve::automation): a digest held back after it failed
+    // by its own fault, automation paused by an operator (with the digest automation was
+    // heading for at the time, to see the track move on), and a note on journal entries
+    // (what a rollout did to automation; why automation was paused or resumed). An explicit
+    // `hoist pause` lasts until `hoist resume` (until_resumed).
+    "CREATE TABLE holds (
+        service TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        step TEXT,
+        reason TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        deploy_id INTEGER
+    );
+    CREATE TABLE pauses (
+        service TEXT PRIMARY KEY,
+        paused_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        track_digest TEXT,
+        until_resumed INTEGER NOT NULL DEFAULT 0
+    );
+    ALTER TABLE deploys ADD COLUMN note TEXT;",
 ];

@@ -1,12 +1,14 @@
 //! hoist's state: an SQLite database in `state.dir` holding the deploy journal (`journal`:
 //! every rollout with its steps and timings), what each service runs now and ran before,
-//! pending triggers, GitHub deployment ids and the webhook delivery log (`state`), with the
-//! in-memory deduplication of deliveries in [`deliveries`].
+//! pending triggers, GitHub deployment ids and the webhook delivery log (`state`), digests
+//! held back and paused automation (`automation`), with the in-memory deduplication of
+//! deliveries in [`deliveries`].
 //!
 //! WAL mode and a busy timeout let the CLI and the daemon share it. The schema is versioned
 //! with `PRAGMA user_version`; migrations (`migrations`) run in order at open. Calls are
 //! synchronous and short; callers hold the connection only for one statement or transaction.
 
+mod automation;
 pub(crate) mod deliveries;
 mod journal;
 mod migrations;
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub(crate) use automation::{Hold, Pause};
 pub(crate) use journal::{Deploy, NewDeploy, Outcome, Resolution, Step, StepRecord};
 use migrations::MIGRATIONS;
 pub(crate) use state::{PendingRow, ServiceState};

@@ -14,6 +14,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod automation;
 mod cli;
 mod connections;
 mod crash;

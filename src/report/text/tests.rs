@@ -30,6 +30,7 @@ fn history_lines_show_outcome_steps_and_errors() {
         outcome: Outcome::RolledBack,
         step: Some("health".into()),
         error: Some("not healthy after 60s\nlast probe: exit 1".into()),
+        note: None,
         old_container: None,
         new_container: None,
         pid: None,

@@ -1,5 +1,6 @@
 //! The operator API of `hoist serve`: `/status` (JSON, or HTML for browsers),
-//! `/api/deploys`, `/metrics`, and the admin actions deploy, rollback and promote.
+//! `/api/deploys`, `/metrics`, and the admin actions deploy, rollback, promote, pause and
+//! resume.
 //!
 //! Read routes are public unless `server.status_token_file` is set. Admin routes need
 //! `server.admin_token_file`'s token as a bearer token, compared in constant time; without
@@ -22,10 +23,12 @@ use crate::report::page;
 use crate::report::status::{self, Document};
 use crate::rollout::{Target, request};
 use crate::secret::Secret;
+use crate::serve::automation::{self, Act};
 use crate::serve::http::{ApiError, App, reply};
 use crate::serve::promotion::{self, PromotionError, Unhealthy};
 use crate::serve::queue::Job;
-use crate::util::escaped;
+use crate::store::{Hold, Pause};
+use crate::util::{escape, escaped};
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -161,9 +164,26 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Resp
             ]
         })
         .collect();
-    let text = app
-        .metrics
-        .render(env!("CARGO_PKG_VERSION"), app.status.uptime(), &deployed);
+    let restraints: Vec<(String, Option<Hold>, Option<Pause>)> = (ctx.config.services.iter())
+        .map(|s| {
+            let store = &ctx.store;
+            (
+                s.name.clone(),
+                store.hold(&s.name).ok().flatten(),
+                store.pause(&s.name).ok().flatten(),
+            )
+        })
+        .collect();
+    let restrained: Vec<(&str, Option<&Hold>, Option<&Pause>)> = restraints
+        .iter()
+        .map(|(name, hold, pause)| (name.as_str(), hold.as_ref(), pause.as_ref()))
+        .collect();
+    let text = app.metrics.render(
+        env!("CARGO_PKG_VERSION"),
+        app.status.uptime(),
+        &deployed,
+        &restrained,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -201,6 +221,7 @@ async fn action(
         ));
     };
     let job = match action.as_str() {
+        "pause" | "resume" => return automation_action(&app, &service, &action, &body),
         "deploy" => deploy_job(&body)?,
         "rollback" => rollback_job(&ctx, &name)?,
         "promote" => match promotion::candidate(&ctx, &service).await {
@@ -210,7 +231,10 @@ async fn action(
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("unknown action `{other}` (deploy, rollback, promote)"),
+                format!(
+                    "unknown action `{}` (deploy, rollback, promote, pause, resume)",
+                    escaped(other)
+                ),
             ));
         }
     };
@@ -222,6 +246,58 @@ async fn action(
         StatusCode::ACCEPTED,
         json!({ "status": submitted.as_str(), "service": name, "target": target, "trigger": trigger }),
     ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    /// Why, for the status page and the journal.
+    reason: Option<String>,
+    /// Who, as the client says (the CLI sends the user it runs as): the token is all
+    /// hoist knows.
+    by: Option<String>,
+}
+
+/// `pause` (body optional: `{"reason": ..., "by": ...}`) and `resume`: answered at once,
+/// nothing is queued.
+fn automation_action(
+    app: &App,
+    service: &crate::config::ServiceConfig,
+    action: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let body: PauseBody = if body.is_empty() {
+        PauseBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?
+    };
+    let by = match &body.by {
+        Some(who) => format!("api {action} by {}", escape(who, 64)),
+        None => format!("api {action}"),
+    };
+    let unavailable = |e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state database is not available",
+        )
+        .caused_by("Cannot record a pause or resume", e)
+    };
+    let ctx = app.live.now();
+    let store = &ctx.store;
+    let answer = if action == "pause" {
+        let pause =
+            automation::pause(store, service, &by, body.reason.as_deref()).map_err(unavailable)?;
+        json!({ "status": "paused", "service": service.name, "by": pause.by, "reason": pause.reason })
+    } else {
+        match automation::resume(store, service, &by).map_err(unavailable)? {
+            Some(pause) => json!({ "status": "resumed", "service": service.name, "by": by,
+                "was_paused_by": pause.by }),
+            None => json!({ "status": "not paused", "service": service.name }),
+        }
+    };
+    tracing::info!(service = %service.name, action, by = %by, "Admin request");
+    Ok(reply(StatusCode::OK, answer))
 }
 
 /// `deploy`: the track, or the tag or digest the body names.
@@ -238,13 +314,13 @@ fn deploy_job(body: &[u8]) -> Result<Job, ApiError> {
     if let Target::Tag(tag) = &target {
         image::validate_tag(tag).map_err(|e| bad(e.to_string()))?;
     }
-    Ok(Job::new(target, "api deploy"))
+    Ok(Job::operator(Act::Deploy, target, "api deploy"))
 }
 
 /// `rollback`: the digest the service ran before its current one.
 fn rollback_job(ctx: &Context, name: &str) -> Result<Job, ApiError> {
     match request::rollback_target(&ctx.store, name).ok() {
-        Some(target) => Ok(Job::new(target, "api rollback")),
+        Some(target) => Ok(Job::operator(Act::Rollback, target, "api rollback")),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("{name} has no previous digest recorded"),

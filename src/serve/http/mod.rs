@@ -288,6 +288,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
                     }),
                     delivery: Some(delivery.to_string()),
                     git_ref: webhook::git_ref(parsed),
+                    operator: None,
                 };
                 let submitted = app.queue.submit(&s.name, job);
                 changed |= matches!(submitted, Submitted::Started | Submitted::Queued);

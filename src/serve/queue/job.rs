@@ -3,6 +3,7 @@
 
 use crate::image::Digest;
 use crate::rollout::Target;
+use crate::serve::automation::Act;
 use crate::store::PendingRow;
 
 /// A request to bring a service up to date.
@@ -17,6 +18,9 @@ pub(crate) struct Job {
     pub delivery: Option<String>,
     /// The commit sha or tag the image was built from, for GitHub's deployment record.
     pub git_ref: Option<String>,
+    /// What an operator asked for (the admin API); `None`: automation's job, which
+    /// `serve::automation` may turn down.
+    pub operator: Option<Act>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +37,15 @@ impl Job {
             expect: None,
             delivery: None,
             git_ref: None,
+            operator: None,
+        }
+    }
+
+    /// An operator's job: automation's restraints do not apply to it.
+    pub(crate) fn operator(act: Act, target: Target, trigger: impl Into<String>) -> Job {
+        Job {
+            operator: Some(act),
+            ..Job::new(target, trigger)
         }
     }
 
@@ -66,11 +79,23 @@ impl Job {
         };
         Some(Job {
             target,
+            operator: operator_act(&row.trigger),
             trigger: row.trigger.clone(),
             expect,
             delivery: None,
             git_ref: None,
         })
+    }
+}
+
+/// Whose a waiting job was, told by its trigger: the admin API names its own ("api deploy",
+/// "api rollback", "promote from web-stage (api)"); everything else is automation's.
+fn operator_act(trigger: &str) -> Option<Act> {
+    match trigger {
+        "api deploy" => Some(Act::Deploy),
+        "api rollback" => Some(Act::Rollback),
+        t if t.starts_with("promote from ") && t.ends_with(" (api)") => Some(Act::Promote),
+        _ => None,
     }
 }
 
@@ -107,7 +132,10 @@ mod tests {
         let digest = Digest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap();
         for job in [
             Job::new(Target::Track, "poll"),
-            Job::new(Target::Tag("v2".into()), "manual"),
+            Job::operator(Act::Deploy, Target::Tag("v2".into()), "api deploy"),
+            Job::operator(Act::Rollback, Target::Track, "api rollback"),
+            Job::operator(Act::Promote, Target::Track, "promote from web (api)"),
+            Job::new(Target::Track, "promote from web (automatic)"),
             Job {
                 target: Target::Digest(digest.clone()),
                 trigger: "webhook".into(),
@@ -117,6 +145,7 @@ mod tests {
                 }),
                 delivery: None,
                 git_ref: None,
+                operator: None,
             },
         ] {
             assert_eq!(Job::from_row(&job.to_row("web")), Some(job));

@@ -25,6 +25,7 @@ use crate::report::status::{State, Status};
 use crate::rollout::lock::LockError;
 use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
+use crate::serve::automation::{self, Automation};
 use crate::serve::live::Live;
 use crate::store::PendingRow;
 
@@ -50,6 +51,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Rebuilt from the config on a reload (their tokens and URLs may have changed).
     reporters: Mutex<Reporters>,
+    /// What automation may deploy: asked before an automatic job runs, told how each ended.
+    automation: Automation,
     slots: Mutex<HashMap<String, Slot>>,
     permits: Semaphore,
     tracker: TaskTracker,
@@ -102,6 +105,7 @@ impl Queue {
         Queue {
             inner: Arc::new(Inner {
                 reporters: Mutex::new(Reporters::new(&ctx, &reports, &abandoned)),
+                automation: Automation::default(),
                 reports,
                 abandoned,
                 store: ctx.store.clone(),
@@ -125,6 +129,11 @@ impl Queue {
         let mut slots = crate::util::lock(&inner.slots);
         let slot = slots.entry(service.to_string()).or_default();
         if slot.busy {
+            // An operator's waiting job is not replaced by automation's: it would undo it.
+            if job.operator.is_none() && slot.pending.as_ref().is_some_and(|p| p.operator.is_some())
+            {
+                return Submitted::Queued;
+            }
             let trigger = job.trigger.clone();
             // A burst of deliveries asks for the same check again and again: persist only
             // a change of what is to be checked, not every new trigger name.
@@ -223,6 +232,11 @@ impl Queue {
             .is_ok()
     }
 
+    /// The one place that says whether automation may deploy a digest to a service now.
+    pub(crate) fn automation(&self) -> &Automation {
+        &self.inner.automation
+    }
+
     /// Whether a service has a rollout running or waiting.
     pub(crate) fn is_busy(&self, service: &str) -> bool {
         let slots = crate::util::lock(&self.inner.slots);
@@ -280,10 +294,61 @@ impl Queue {
             self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         }
+        let pause_note = match job.operator {
+            Some(act) => {
+                automation::operator_rollout(ctx, config, act, &job.target, &job.trigger).await
+            }
+            None => {
+                if let Err(skip) = self.admit(ctx, config, job).await {
+                    tracing::info!(service, trigger = %job.trigger, "Not deploying: {skip}");
+                    self.delivery_outcome(job, &format!("not deployed: {skip}"));
+                    self.inner.status.update(service, |s| s.state = State::Idle);
+                    return;
+                }
+                None
+            }
+        };
         let reporters = crate::util::lock(&self.inner.reporters).clone();
         let clock = std::time::Instant::now();
         let (outcome, github) = self.roll(ctx, &reporters, config, job).await;
+        match &outcome {
+            Ok(report) => {
+                automation::rollout_ended(&ctx.store, config, report, pause_note.as_deref());
+            }
+            Err(_) => {
+                if let Some(note) = &pause_note {
+                    tracing::warn!(service, "The operator's rollout did not start; {note}");
+                }
+            }
+        }
+        if job.operator.is_none() {
+            self.inner
+                .automation
+                .automatic_rollout_ended(service, outcome.as_ref().ok());
+        }
         self.announce(&reporters, config, job, &outcome, github, clock.elapsed());
+    }
+
+    /// Automation's job: what it heads for now (a promotion's digest, else the track's in
+    /// the registry), admitted by [`Automation::admit`]. A registry that cannot tell lets
+    /// the rollout go ahead and report the registry's error.
+    async fn admit(
+        &self,
+        ctx: &Context,
+        config: &ServiceConfig,
+        job: &Job,
+    ) -> Result<(), automation::Skip> {
+        let heading = match &job.target {
+            crate::rollout::Target::Digest(d) => Some(d.clone()),
+            _ => automation::heading(ctx, config).await,
+        };
+        match heading {
+            Some(digest) => self
+                .inner
+                .automation
+                .admit(&ctx.store, config, &digest, &job.trigger),
+            None => Ok(()),
+        }
     }
 
     /// Runs the rollout, waiting while another process (a CLI deploy) holds the lock.
