@@ -13,6 +13,7 @@ pub(crate) mod poller;
 pub(crate) mod promotion;
 pub(crate) mod queue;
 pub(crate) mod reload;
+pub(crate) mod sweep;
 pub(crate) mod systemd;
 
 use std::future::Future;
@@ -60,12 +61,21 @@ impl Daemon {
         ));
         let stop = CancellationToken::new();
         let metrics = Arc::new(crate::report::metrics::Metrics::default());
-        let queue = Queue::new(ctx.clone(), status.clone(), metrics.clone(), stop.clone());
-        let deliveries = Deliveries::open(ctx.store.clone())
-            .context("cannot load the webhook deliveries seen so far")?;
+        let deliveries = Arc::new(
+            Deliveries::open(ctx.store.clone())
+                .context("cannot load the webhook deliveries seen so far")?,
+        );
+        let queue = Queue::new(
+            ctx.clone(),
+            status.clone(),
+            metrics.clone(),
+            deliveries.clone(),
+            stop.clone(),
+        );
         Ok(Daemon {
             app: App {
-                deliveries: Arc::new(deliveries),
+                hooks: Arc::new(sweep::Hooks::open(&ctx.config, ctx.store.clone())),
+                deliveries,
                 ctx,
                 queue,
                 watches: Watches::default(),
@@ -116,7 +126,8 @@ impl Daemon {
     }
 }
 
-/// The pollers, the promotion loop and the delivery log's flusher, until `app.stop`.
+/// The pollers, the promotion loop, the delivery log's flusher and the sweep of missed
+/// deliveries, until `app.stop`.
 fn spawn_background(app: &App) -> JoinSet<()> {
     let ctx = &app.ctx;
     let mut background = JoinSet::new();
@@ -141,6 +152,7 @@ fn spawn_background(app: &App) -> JoinSet<()> {
         app.stop.clone(),
     ));
     background.spawn(app.deliveries.clone().run(app.stop.clone()));
+    background.spawn(sweep::run(app.clone()));
     background
 }
 

@@ -95,4 +95,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE deliveries;
     ALTER TABLE delivery_log RENAME TO deliveries;
     CREATE INDEX deliveries_by_age ON deliveries (received_at);",
+    // 6: deliveries keyed as GitHub means them, by (X-GitHub-Hook-ID, X-GitHub-Delivery):
+    // one event reaches every hook with the same delivery id, and a redelivery keeps it.
+    // What a delivery's work came to moves to `delivery_results`, with whether it
+    // succeeded (a redelivery of one that failed is processed again). The hooks seen
+    // delivering each repository are remembered for the sweep of missed deliveries, and
+    // `readiness` is the row `/readyz` writes to prove the state can be written.
+    "ALTER TABLE deliveries ADD COLUMN hook TEXT NOT NULL DEFAULT '';
+    CREATE TABLE delivery_results (
+        hook TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        decided_at INTEGER NOT NULL,
+        PRIMARY KEY (hook, id)
+    );
+    -- Nobody could redeliver these before: they count as settled.
+    INSERT INTO delivery_results (hook, id, ok, outcome, decided_at)
+        SELECT '', id, 1, outcome, decided_at FROM delivery_outcomes;
+    DROP TABLE delivery_outcomes;
+    CREATE INDEX delivery_results_by_age ON delivery_results (decided_at);
+    CREATE TABLE github_hooks (
+        repository TEXT NOT NULL,
+        hook_id INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (repository, hook_id)
+    );
+    CREATE TABLE readiness (
+        id INTEGER PRIMARY KEY,
+        checked_at INTEGER NOT NULL
+    );",
 ];

@@ -17,6 +17,7 @@ mod support;
 mod cli;
 mod connections;
 mod crash;
+mod deliveries;
 mod edge;
 mod logs;
 mod ops;

@@ -28,7 +28,8 @@ use crate::report::status::Status;
 use crate::rollout::Target;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
-use crate::store::deliveries::Deliveries;
+use crate::serve::sweep::Hooks;
+use crate::store::deliveries::{Claim, Deliveries, DeliveryId};
 use crate::util::{Throttle, escape, escaped};
 
 pub(crate) use error::ApiError;
@@ -39,6 +40,8 @@ use intake::{Claimed, Intake};
 pub(crate) struct App {
     pub ctx: Context,
     pub deliveries: Arc<Deliveries>,
+    /// The webhooks seen delivering each repository, for the sweep.
+    pub hooks: Arc<Hooks>,
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
@@ -79,23 +82,35 @@ async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-/// Ready when the Docker engine and the state database answer. The body says which one
-/// does not; the log says why.
+/// Ready when the Docker engine answers and the state can be written (a rollout writes
+/// its journal and lock files there; reads alone pass on a read-only or full disk). The
+/// body says which one is not, naming the state directory; the log says why.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let docker = app.ctx.engine.ping().await;
     if let Err(e) = &docker {
         tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
     }
-    let store = app.ctx.store.ping();
-    if let Err(e) = &store {
-        tracing::warn!(error = %e, "Not ready: the state database does not answer");
+    let store = app.ctx.store.clone();
+    let state = tokio::task::spawn_blocking(move || store.check_writable())
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::store::StoreError::NotWritable {
+                path: app.ctx.store.dir().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+    if let Err(e) = &state {
+        tracing::warn!(error = %e, "Not ready: the state cannot be written");
     }
     let answer = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let body = json!({
+    let mut body = json!({
         "docker": answer(docker.is_ok()),
-        "state": answer(store.is_ok()),
+        "state": if state.is_ok() { "ok" } else { "not writable" },
     });
-    let code = if docker.is_ok() && store.is_ok() {
+    if state.is_err() {
+        body["state_dir"] = json!(app.ctx.store.dir().display().to_string());
+    }
+    let code = if docker.is_ok() && state.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -145,6 +160,7 @@ struct DeliveryResult(&'static str);
 struct Delivery<'a> {
     event: &'a str,
     id: &'a str,
+    hook: &'a str,
     parsed: Event,
 }
 
@@ -168,6 +184,7 @@ async fn read_delivery<'a>(
         Claimed {
             event,
             delivery,
+            hook,
             signature,
             length,
         },
@@ -191,6 +208,7 @@ async fn read_delivery<'a>(
     Ok(Delivery {
         event,
         id: delivery,
+        hook,
         parsed,
     })
 }
@@ -204,20 +222,32 @@ async fn handle_delivery(
     let Delivery {
         event,
         id: delivery,
+        hook,
         parsed,
     } = read_delivery(app, remote, headers, body).await?;
-    if !app.deliveries.claim(delivery, event) {
-        tracing::info!(delivery = %shown(delivery), event = %shown(event), "Ignoring a redelivery");
-        return Ok(with_result(
-            reply(StatusCode::OK, json!({ "status": "duplicate" })),
-            "duplicate",
-        ));
+    app.hooks.learn(&parsed, hook);
+    match app.deliveries.claim(hook, delivery, event) {
+        Claim::New => {}
+        Claim::Retry => {
+            tracing::info!(delivery = %shown(delivery), hook, event = %shown(event), "Processing again a redelivery of a delivery whose work failed");
+        }
+        Claim::Duplicate => {
+            tracing::info!(delivery = %shown(delivery), hook, event = %shown(event), "Ignoring a redelivery");
+            return Ok(with_result(
+                reply(StatusCode::OK, json!({ "status": "duplicate" })),
+                "duplicate",
+            ));
+        }
     }
+    let id = DeliveryId {
+        hook: hook.to_string(),
+        id: delivery.to_string(),
+    };
     let Acted {
         code,
         answer,
         changed,
-    } = act(app, event, delivery, &parsed);
+    } = act(app, event, &id, &parsed);
     // A delivery that changed what hoist will do is worth a line; the rest of a storm of
     // deliveries (each replacing the waiting check, or ignored) is detail.
     if changed {
@@ -239,15 +269,17 @@ fn with_result(mut response: Response, result: &'static str) -> Response {
 }
 
 /// What a delivery led to.
-struct Acted {
-    code: StatusCode,
-    answer: serde_json::Value,
+pub(crate) struct Acted {
+    pub code: StatusCode,
+    pub answer: serde_json::Value,
     /// A rollout was started or newly queued, or a watch opened.
-    changed: bool,
+    pub changed: bool,
 }
 
-/// Decides what a verified, new delivery leads to.
-fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
+/// Decides what a verified, new (or retried) delivery leads to: a webhook, or one the
+/// sweep found. A delivery that queues a rollout is settled by the queue when it has run;
+/// the rest need no record (a redelivery of them is a duplicate).
+pub(crate) fn act(app: &App, event: &str, delivery: &DeliveryId, parsed: &Event) -> Acted {
     let ignored = |reason: &str| Acted {
         code: StatusCode::ACCEPTED,
         answer: json!({ "status": "ignored", "reason": reason }),
@@ -267,7 +299,11 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
     let mut changed = false;
     let mut reasons = Vec::new();
     let mut actions = Vec::new();
-    let trigger = format!("webhook {} (delivery {})", shown(event), shown(delivery));
+    let trigger = format!(
+        "webhook {} (delivery {})",
+        shown(event),
+        shown(&delivery.id)
+    );
     for s in &app.ctx.config.services {
         if let Err(reason) = webhook::concerns(s, parsed) {
             reasons.push(reason);
@@ -282,7 +318,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
                         tag: tag.clone(),
                         digest,
                     }),
-                    delivery: Some(delivery.to_string()),
+                    delivery: Some(delivery.clone()),
                     git_ref: webhook::git_ref(parsed),
                 };
                 let submitted = app.queue.submit(&s.name, job);

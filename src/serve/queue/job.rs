@@ -4,6 +4,7 @@
 use crate::image::Digest;
 use crate::rollout::Target;
 use crate::store::PendingRow;
+use crate::store::deliveries::DeliveryId;
 
 /// A request to bring a service up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub(crate) struct Job {
     /// A package event's claim, checked against the registry before deploying anything.
     pub expect: Option<Expected>,
     /// The webhook delivery behind this job, whose outcome is recorded.
-    pub delivery: Option<String>,
+    pub delivery: Option<DeliveryId>,
     /// The commit sha or tag the image was built from, for GitHub's deployment record.
     pub git_ref: Option<String>,
 }
