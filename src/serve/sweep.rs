@@ -171,6 +171,8 @@ pub(crate) async fn tick(app: &App, api: &HookApi) -> Swept {
                 || !webhook::is_delivery_id(&delivery.guid)
                 || !seen.insert(delivery.guid.clone())
                 || app.deliveries.settled(&hook_id, &delivery.guid)
+                // Received through something that dropped X-GitHub-Hook-ID.
+                || app.deliveries.settled("", &delivery.guid)
             {
                 continue;
             }

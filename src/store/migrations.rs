@@ -99,7 +99,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // one event reaches every hook with the same delivery id, and a redelivery keeps it.
     // What a delivery's work came to moves to `delivery_results`, with whether it
     // succeeded (a redelivery of one that failed is processed again). The hooks seen
-    // delivering each repository are remembered for the sweep of missed deliveries, and
+    // delivering each repository are remembered for the sweep of missed deliveries, a
+    // pending trigger keeps its delivery (to report what it came to after a restart), and
     // `readiness` is the row `/readyz` writes to prove the state can be written.
     "ALTER TABLE deliveries ADD COLUMN hook TEXT NOT NULL DEFAULT '';
     CREATE TABLE delivery_results (
@@ -121,6 +122,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL,
         PRIMARY KEY (repository, hook_id)
     );
+    ALTER TABLE pending ADD COLUMN delivery_hook TEXT;
+    ALTER TABLE pending ADD COLUMN delivery_id TEXT;
     CREATE TABLE readiness (
         id INTEGER PRIMARY KEY,
         checked_at INTEGER NOT NULL

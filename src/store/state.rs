@@ -41,6 +41,8 @@ pub struct PendingRow {
     pub trigger: String,
     pub expect_tag: Option<String>,
     pub expect_digest: Option<String>,
+    /// The webhook delivery behind it: (`X-GitHub-Hook-ID`, `X-GitHub-Delivery`).
+    pub delivery: Option<(String, String)>,
 }
 
 impl Store {
@@ -240,14 +242,17 @@ impl Store {
 
     /// Stores the latest trigger for a service (replacing an older one).
     pub fn save_pending(&self, row: &PendingRow) -> Result<(), StoreError> {
-        self.exec("INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
+        let (hook, id) = row.delivery.clone().unzip();
+        self.exec("INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at, delivery_hook, delivery_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", params![
                     row.service,
                     row.target,
                     row.trigger,
                     row.expect_tag,
                     row.expect_digest,
-                    now_ms()
+                    now_ms(),
+                    hook,
+                    id
                 ])?;
         Ok(())
     }
@@ -280,7 +285,7 @@ impl Store {
     pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT service, target, trigger, expect_tag, expect_digest FROM pending ORDER BY queued_at")
+            .prepare("SELECT service, target, trigger, expect_tag, expect_digest, delivery_hook, delivery_id FROM pending ORDER BY queued_at")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
             Ok(PendingRow {
@@ -289,6 +294,9 @@ impl Store {
                 trigger: r.get(2)?,
                 expect_tag: r.get(3)?,
                 expect_digest: r.get(4)?,
+                delivery: r
+                    .get::<_, Option<String>>(5)?
+                    .zip(r.get::<_, Option<String>>(6)?),
             })
         })
         .map_err(|e| self.err(e))?

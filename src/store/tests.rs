@@ -125,6 +125,7 @@ fn deliveries_and_their_outcomes_are_kept_and_pruned_and_pending_triggers_kept()
         trigger: trigger.into(),
         expect_tag: None,
         expect_digest: None,
+        delivery: Some(("7".into(), trigger.into())),
     };
     store.save_pending(&row("a")).unwrap();
     store.save_pending(&row("b")).unwrap();

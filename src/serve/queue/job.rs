@@ -48,6 +48,10 @@ impl Job {
             trigger: self.trigger.clone(),
             expect_tag: self.expect.as_ref().map(|e| e.tag.clone()),
             expect_digest: self.expect.as_ref().map(|e| e.digest.to_string()),
+            delivery: self
+                .delivery
+                .as_ref()
+                .map(|d| (d.hook.clone(), d.id.clone())),
         }
     }
 
@@ -69,7 +73,10 @@ impl Job {
             target,
             trigger: row.trigger.clone(),
             expect,
-            delivery: None,
+            delivery: row
+                .delivery
+                .clone()
+                .map(|(hook, id)| DeliveryId { hook, id }),
             git_ref: None,
         })
     }
@@ -116,7 +123,10 @@ mod tests {
                     tag: "v2".into(),
                     digest,
                 }),
-                delivery: None,
+                delivery: Some(DeliveryId {
+                    hook: "12".into(),
+                    id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+                }),
                 git_ref: None,
             },
         ] {
