@@ -75,6 +75,7 @@ impl Daemon {
         Ok(Daemon {
             app: App {
                 hooks: Arc::new(sweep::Hooks::open(&ctx.config, ctx.store.clone())),
+                write_check: Arc::default(),
                 deliveries,
                 ctx,
                 queue,

@@ -101,8 +101,11 @@ pub(crate) async fn run(app: App) {
     if interval.is_zero() {
         return;
     }
-    let api = match HookApi::new(&github.api_url, token) {
-        Ok(api) => api,
+    let mut sweeper = match HookApi::new(&github.api_url, token) {
+        Ok(api) => Sweeper {
+            api,
+            retried: HashSet::new(),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "Cannot set up the GitHub client; missed webhook deliveries will not be swept");
             return;
@@ -116,7 +119,7 @@ pub(crate) async fn run(app: App) {
             () = tokio::time::sleep_until(next) => {}
             () = app.stop.cancelled() => return,
         }
-        let swept = tick(&app, &api).await;
+        let swept = sweeper.tick(&app).await;
         if swept.acted > 0 || swept.errors > 0 {
             tracing::info!(
                 hooks = swept.hooks,
@@ -139,65 +142,83 @@ pub(crate) async fn run(app: App) {
 /// How soon after the start the first sweep runs.
 const FIRST_SWEEP: Duration = Duration::from_secs(5);
 
-/// One sweep over every known hook of a repository some service follows.
-pub(crate) async fn tick(app: &App, api: &HookApi) -> Swept {
-    let followed: HashSet<&str> = app
-        .ctx
-        .config
-        .services
-        .iter()
-        .filter_map(|s| s.github_repository.as_deref())
-        .collect();
-    let mut swept = Swept::default();
-    for (repository, hook) in app.hooks.all() {
-        if !followed.contains(repository.as_str()) || app.stop.is_cancelled() {
-            continue;
-        }
-        swept.hooks += 1;
-        let listed = match api.deliveries(&repository, hook).await {
-            Ok(listed) => listed,
-            Err(e) => {
-                swept.errors += 1;
-                tracing::warn!(repository = %escaped(&repository), hook, error = %e, "Cannot list a webhook's deliveries");
+/// The sweep's client, and the failed deliveries it has already retried.
+pub(crate) struct Sweeper {
+    api: HookApi,
+    /// (hook, delivery id): a delivery whose work failed is retried by the sweep once,
+    /// not every interval (an image that never becomes healthy would fail again each
+    /// time); after that only an operator's redelivery retries it.
+    retried: HashSet<(u64, String)>,
+}
+
+impl Sweeper {
+    /// One sweep over every known hook of a repository some service follows.
+    pub(crate) async fn tick(&mut self, app: &App) -> Swept {
+        let api = &self.api;
+        let followed: HashSet<&str> = app
+            .ctx
+            .config
+            .services
+            .iter()
+            .filter_map(|s| s.github_repository.as_deref())
+            .collect();
+        let mut swept = Swept::default();
+        for (repository, hook) in app.hooks.all() {
+            if !followed.contains(repository.as_str()) || app.stop.is_cancelled() {
                 continue;
             }
-        };
-        swept.listed += listed.len();
-        let hook_id = hook.to_string();
-        // A redelivery is listed beside the original with the same guid: act once.
-        let mut seen = HashSet::new();
-        for delivery in listed {
-            if !ACTIONABLE.contains(&delivery.event.as_str())
+            swept.hooks += 1;
+            let listed = match api.deliveries(&repository, hook).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    swept.errors += 1;
+                    tracing::warn!(repository = %escaped(&repository), hook, error = %e, "Cannot list a webhook's deliveries");
+                    continue;
+                }
+            };
+            swept.listed += listed.len();
+            let hook_id = hook.to_string();
+            // A redelivery is listed beside the original with the same guid: act once.
+            let mut seen = HashSet::new();
+            for delivery in listed {
+                if !ACTIONABLE.contains(&delivery.event.as_str())
                 || !webhook::is_delivery_id(&delivery.guid)
                 || !seen.insert(delivery.guid.clone())
                 || app.deliveries.settled(&hook_id, &delivery.guid)
                 // Received through something that dropped X-GitHub-Hook-ID.
                 || app.deliveries.settled("", &delivery.guid)
-            {
-                continue;
-            }
-            match sweep_one(app, api, &repository, hook, &delivery).await {
-                Ok(true) => swept.acted += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    swept.errors += 1;
-                    tracing::warn!(repository = %escaped(&repository), hook, delivery = %delivery.guid, error = %escaped(&e), "Cannot act on a missed webhook delivery");
+                || self.retried.contains(&(hook, delivery.guid.clone()))
+                {
+                    continue;
+                }
+                match sweep_one(app, api, &repository, hook, &delivery).await {
+                    Ok(Some(claim)) => {
+                        swept.acted += 1;
+                        if claim == Claim::Retry {
+                            self.retried.insert((hook, delivery.guid.clone()));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        swept.errors += 1;
+                        tracing::warn!(repository = %escaped(&repository), hook, delivery = %delivery.guid, error = %escaped(&e), "Cannot act on a missed webhook delivery");
+                    }
                 }
             }
         }
+        swept
     }
-    swept
 }
 
-/// Fetches a missed delivery's payload and acts on it as the webhook would have. `false`
-/// when it arrived meanwhile.
+/// Fetches a missed delivery's payload and acts on it as the webhook would have. `None`
+/// when it arrived meanwhile, else whether it was new or a retry.
 async fn sweep_one(
     app: &App,
     api: &HookApi,
     repository: &str,
     hook: u64,
     delivery: &hooks::Listed,
-) -> Result<bool, String> {
+) -> Result<Option<Claim>, String> {
     let body = api
         .payload(repository, hook, delivery.id)
         .await
@@ -207,7 +228,7 @@ async fn sweep_one(
         .deliveries
         .claim(&hook_id, &delivery.guid, &delivery.event);
     if claim == Claim::Duplicate {
-        return Ok(false);
+        return Ok(None);
     }
     // Claimed first: a payload that cannot be read is reported once, not every sweep.
     let parsed = webhook::parse(&delivery.event, &body).map_err(|e| e.to_string())?;
@@ -219,5 +240,5 @@ async fn sweep_one(
     tracing::info!(repository = %escaped(repository), hook, delivery = %delivery.guid, event = %delivery.event,
         earlier = if claim == Claim::Retry { "its work had failed" } else { "never received" },
         outcome = %acted.answer, "Acting on a missed webhook delivery");
-    Ok(true)
+    Ok(Some(claim))
 }

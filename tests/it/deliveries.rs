@@ -48,6 +48,23 @@ async fn wait_state(d: &Daemon, state: &str) {
     }
 }
 
+/// Waits until `/readyz` answers `status` (its write check is cached for a second).
+async fn wait_readyz(d: &Daemon, status: u16) -> daemon::Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = d.get("/readyz").await;
+        if ready.status == status {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status}: {:?}",
+            ready.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redelivery_retries_failed_work_only_and_each_hook_counts() {
     let options = Options {
@@ -179,8 +196,8 @@ async fn a_trigger_accepted_while_the_state_is_read_only_runs_once_it_is_writabl
     let frozen = Immutable::set(state);
     // It really is read-only for root.
     assert!(std::fs::write(state.join("probe-by-root"), "x").is_err());
-    let ready = d.get("/readyz").await;
-    assert_eq!(ready.status, 503, "{:?}", ready.body);
+    // `/readyz` checks by writing, at most once a second.
+    let ready = wait_readyz(&d, 503).await;
     assert_eq!(ready.body["state"], "not writable");
     assert_eq!(ready.body["state_dir"], state.display().to_string());
     assert_eq!(ready.body["docker"], "ok");
@@ -219,7 +236,7 @@ async fn a_trigger_accepted_while_the_state_is_read_only_runs_once_it_is_writabl
         )
     );
     assert_eq!(f.running_image(), f.pinned("v2"));
-    assert_eq!(d.get("/readyz").await.status, 200);
+    wait_readyz(&d, 200).await;
     d.wait_for_log("The rollout started after earlier tries failed", WAIT)
         .await;
     let log = d.log();

@@ -12,6 +12,7 @@ pub(crate) mod intake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -42,6 +43,8 @@ pub(crate) struct App {
     pub deliveries: Arc<Deliveries>,
     /// The webhooks seen delivering each repository, for the sweep.
     pub hooks: Arc<Hooks>,
+    /// `/readyz`'s last check that the state can be written.
+    pub write_check: Arc<WriteCheck>,
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
@@ -90,18 +93,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     if let Err(e) = &docker {
         tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
     }
-    let store = app.ctx.store.clone();
-    let state = tokio::task::spawn_blocking(move || store.check_writable())
-        .await
-        .unwrap_or_else(|e| {
-            Err(crate::store::StoreError::NotWritable {
-                path: app.ctx.store.dir().to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        });
-    if let Err(e) = &state {
-        tracing::warn!(error = %e, "Not ready: the state cannot be written");
-    }
+    let state = app.write_check.check(&app.ctx.store).await;
     let answer = |ok: bool| if ok { "ok" } else { "unavailable" };
     let mut body = json!({
         "docker": answer(docker.is_ok()),
@@ -116,6 +108,35 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     reply(code, body)
+}
+
+/// How long one check that the state can be written answers `/readyz`: the check writes,
+/// and `/readyz` is public, so a flood of requests costs one write a second.
+const WRITE_CHECK_FOR: Duration = Duration::from_secs(1);
+
+/// The last check that the state can be written, shared by concurrent `/readyz` callers.
+#[derive(Default)]
+pub(crate) struct WriteCheck(tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>);
+
+impl WriteCheck {
+    async fn check(&self, store: &crate::store::Store) -> Result<(), String> {
+        let mut last = self.0.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < WRITE_CHECK_FOR
+        {
+            return result.clone();
+        }
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.check_writable())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "Not ready: the state cannot be written");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
 }
 
 /// A header's value as a log line, the journal or `/status` may show it.

@@ -266,9 +266,8 @@ impl Queue {
                 None => {
                     // Under the slot's lock, so that a trigger submitted meanwhile (whose
                     // row is written after it takes the slot) is not cleared.
-                    if slot.unsaved.is_none()
-                        && let Err(e) = self.inner.ctx.store.clear_pending(&service)
-                    {
+                    slot.unsaved = None;
+                    if let Err(e) = self.inner.ctx.store.clear_pending(&service) {
                         tracing::warn!(service, error = %e, "Cannot clear a finished trigger; it runs once more (a check) after the next start");
                     }
                     slot.busy = false;
