@@ -93,6 +93,32 @@ pub(crate) async fn single(
     }
 }
 
+/// Every running container among `all`, lowest container-number first: a service at scale
+/// N runs N of them.
+pub(crate) async fn all_running(
+    at: Lookup<'_>,
+    s: &ServiceConfig,
+    all: &ServiceContainers,
+) -> Result<Vec<Running>, CurrentError> {
+    if all.running.is_empty() {
+        return Err(CurrentError::NotRunning {
+            project: s.compose_project.clone(),
+            service: s.compose_service.clone(),
+        });
+    }
+    let mut out = Vec::new();
+    for c in &all.running {
+        out.push(inspect(at, s, c.id.as_deref().unwrap_or_default()).await?);
+    }
+    out.sort_by_key(|r| {
+        r.container
+            .label(compose::NUMBER)
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
+    Ok(out)
+}
+
 pub(crate) async fn inspect(
     at: Lookup<'_>,
     s: &ServiceConfig,

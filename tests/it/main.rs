@@ -15,6 +15,7 @@
 mod support;
 
 mod cli;
+mod compose;
 mod connections;
 mod crash;
 mod edge;
