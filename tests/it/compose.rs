@@ -65,30 +65,36 @@ async fn compose_up_after_a_deploy_keeps_the_container(compose: Compose) {
     assert_eq!(f.running_image(), f.pinned("v2"));
 }
 
-/// `docker events` kill signals sent to a container since `since` (a Unix time).
-fn kill_signals(id: &str, since: u64) -> Vec<String> {
-    let until = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 1;
-    let out = docker(&[
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &until.to_string(),
-        "--filter",
-        &format!("container={id}"),
-        "--filter",
-        "event=kill",
-        "--format",
-        "{{.Actor.Attributes.signal}}",
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+/// `docker events` followed live (the engine replays only its last 256 events, too few
+/// while other tests' health probes run), one formatted line per event.
+struct Events(std::process::Child);
+
+impl Events {
+    fn follow(filters: &[String], format: &str) -> Events {
+        let mut command = std::process::Command::new("docker");
+        command.arg("events");
+        for f in filters {
+            command.args(["--filter", f]);
+        }
+        let child = command
+            .args(["--format", format])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("docker events");
+        // Give the stream a moment to be subscribed before the events it must see.
+        std::thread::sleep(Duration::from_millis(500));
+        Events(child)
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.0.kill();
+        let out = self.0.wait_with_output().expect("docker events output");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,13 +110,12 @@ async fn old_containers_stop_with_their_own_signal_and_grace_unless_overridden()
         })
         .await;
         let old = f.project.running().remove(0);
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            - 1;
+        let events = Events::follow(
+            &[format!("container={old}"), "event=kill".into()],
+            "{{.Actor.Attributes.signal}}",
+        );
         f.deploy("v2").await.assert_code(0);
-        let signals = kill_signals(&old, since);
+        let signals = events.stop();
         assert_eq!(
             signals, expected,
             "stop_timeout {stop_timeout:?}: SIGINT (2), then SIGKILL (9) only after the 1 s grace"
@@ -215,4 +220,185 @@ async fn a_compose_only_change_deploys_at_the_same_digest_under_load() {
         String::from_utf8_lossy(&out.stderr)
     );
     f.deploy("v1").await.assert_stdout("nothing to do");
+}
+
+/// What the issue's audit compared field by field: `docker inspect` reduced to what must
+/// be equal between two containers of one definition (names, ids, numbers and addresses
+/// left out).
+fn comparable(id: &str) -> serde_json::Value {
+    let out = docker(&["inspect", id]);
+    assert!(out.status.success(), "docker inspect {id}: {out:?}");
+    let mut all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = all[0].take();
+    let name = c["Name"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let full_id = c["Id"].as_str().unwrap().to_string();
+    let mut config = c["Config"].clone();
+    config["Hostname"] = serde_json::Value::Null;
+    let labels = config["Labels"].as_object_mut().unwrap();
+    labels.remove("com.docker.compose.container-number");
+    // Set by a recreate: the name of the container it replaced.
+    labels.remove("com.docker.compose.replace");
+    let mut mounts: Vec<serde_json::Value> = c["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "Type": m["Type"], "Name": m["Name"], "Source": m["Source"],
+                "Destination": m["Destination"], "RW": m["RW"], "Mode": m["Mode"],
+            })
+        })
+        .collect();
+    mounts.sort_by_key(|m| m["Destination"].as_str().unwrap_or_default().to_string());
+    let networks: serde_json::Map<String, serde_json::Value> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(net, e)| {
+            let mut aliases: Vec<String> = e["Aliases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .filter(|a| *a != name && !full_id.starts_with(a))
+                .map(str::to_string)
+                .collect();
+            aliases.sort();
+            (
+                net.clone(),
+                serde_json::json!({"Aliases": aliases, "IPAMConfig": e["IPAMConfig"], "Links": e["Links"], "DriverOpts": e["DriverOpts"]}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "Config": config,
+        "HostConfig": c["HostConfig"],
+        "Mounts": mounts,
+        "Networks": networks,
+    })
+}
+
+/// A file inside a container, read with `docker cp` (the images have no shell or cat).
+fn file_in(id: &str, path: &str) -> String {
+    let out = docker(&["cp", &format!("{id}:{path}"), "-"]);
+    assert!(out.status.success(), "docker cp {id}:{path}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const SECRET: &str = "fidelity-secret-from-the-environment";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployed_container_is_what_compose_force_recreate_creates() {
+    let f = Fixture::start(Options {
+        edit_fragment: |f| f.replace("retries: 3", "retries: 4"),
+        ..Options::default()
+    })
+    .await;
+    let dir = f.project.path();
+    std::fs::write(dir.join("file-secret.txt"), "fidelity-secret-from-a-file").unwrap();
+    std::fs::write(dir.join("file-config.txt"), "fidelity-config-from-a-file").unwrap();
+    let yaml = std::fs::read_to_string(f.project.compose_file()).unwrap();
+    let service = r#"    environment:
+      APP_SETTING: from-compose
+      DEMO_VERSION: v1
+    entrypoint: ["/demo"]
+    command: ["serve"]
+    working_dir: /
+    stop_grace_period: 7s
+    security_opt: ["no-new-privileges:true"]
+    tmpfs: ["/scratch"]
+    post_start:
+      - command: ["/hoist/hoist", "--version"]
+    secrets: [file_secret, env_secret]
+    configs: [file_config, env_config, content_config]
+    networks:
+      web:
+        aliases: [web-alias]
+      back:
+        aliases: [back-alias]
+"#;
+    let yaml = yaml.replace(
+        "    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n",
+        service,
+    );
+    let yaml = yaml.replace("      - \"", "      - data:/data\n      - \"");
+    let yaml = format!(
+        "{yaml}  back: {{}}\nvolumes:\n  data: {{}}\nsecrets:\n  file_secret:\n    file: ./file-secret.txt\n  env_secret:\n    environment: FIDELITY_SECRET\nconfigs:\n  file_config:\n    file: ./file-config.txt\n  env_config:\n    environment: FIDELITY_SECRET\n  content_config:\n    content: fidelity-config-inline\n"
+    );
+    f.project.write_compose(&yaml);
+    let up = |args: &[&str]| {
+        let out = f
+            .project
+            .compose_command(args)
+            .env("FIDELITY_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    up(&["up", "-d"]);
+    f.traefik
+        .wait_for_servers(SERVICE, 1, SERVE_WAIT)
+        .await
+        .expect("the full definition serves");
+
+    let events = Events::follow(
+        &[
+            format!("label=com.docker.compose.project={}", f.project.name),
+            "event=exec_create".into(),
+        ],
+        "{{.Actor.Attributes.name}} {{.Action}}",
+    );
+    f.hoist_env(
+        &["deploy", SERVICE, "--tag", "v2"],
+        &[("FIDELITY_SECRET", SECRET)],
+    )
+    .await
+    .assert_code(0);
+    let by_hoist = f.project.running().remove(0);
+    let hoisted = comparable(&by_hoist);
+
+    // Inside: the secrets and configs compose copies in, and the hook compose runs.
+    let check_inside = |id: &str| {
+        assert!(file_in(id, "/run/secrets/env_secret").contains(SECRET));
+        assert!(file_in(id, "/run/secrets/file_secret").contains("from-a-file"));
+        assert!(file_in(id, "/env_config").contains(SECRET));
+        assert!(file_in(id, "/content_config").contains("fidelity-config-inline"));
+        assert!(file_in(id, "/file_config").contains("from-a-file"));
+    };
+    check_inside(&by_hoist);
+    let name = inspect(&by_hoist, "{{.Name}}");
+    let hook = format!(
+        "{} exec_create: /hoist/hoist --version",
+        name.trim_start_matches('/')
+    );
+    let execs = events.stop();
+    assert!(
+        execs.contains(&hook),
+        "the post_start hook ran in the new container ({hook:?}): {execs:?}"
+    );
+
+    // What compose itself creates for the same image.
+    up(&["up", "-d", "--force-recreate"]);
+    let by_compose = f.project.running().remove(0);
+    assert_ne!(by_compose, by_hoist, "compose recreated it");
+    check_inside(&by_compose);
+    let recreated = comparable(&by_compose);
+    for part in ["Config", "HostConfig", "Mounts", "Networks"] {
+        assert_eq!(
+            hoisted[part], recreated[part],
+            "{part} differs between hoist's container and compose's --force-recreate"
+        );
+    }
+    println!(
+        "fidelity: Config, HostConfig, Mounts and Networks equal (apart from names, ids, numbers); \
+         secrets, configs and the post_start hook present"
+    );
 }
