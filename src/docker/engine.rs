@@ -270,9 +270,13 @@ impl Engine {
     }
 
     /// Removes a container (forcefully: it may still be running); gone already is fine.
-    /// Volumes are kept: an anonymous volume may hold data the operator wants back.
-    pub(crate) async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    /// Its anonymous volumes go with it only when `volumes` says so: an old container's may
+    /// hold data the operator wants back, a new container's were created empty for it.
+    pub(crate) async fn remove(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(volumes)
+            .build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {

@@ -123,7 +123,7 @@ impl Rollout<'_> {
     /// service that is not an old one goes.
     pub(super) async fn discard_created(&self, plan: &Plan) -> Result<(), StepError> {
         for id in created_beside(self.ctx, self.service, &plan.old_ids()).await? {
-            self.ctx.engine.remove(&id).await?;
+            self.ctx.engine.remove(&id, true).await?;
             self.ctx.cord.restore(&id)?;
         }
         Ok(())

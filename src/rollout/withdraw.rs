@@ -107,7 +107,10 @@ pub(super) async fn take_out(
     }
     fault::point("drain:stopped");
     for (id, _) in containers {
-        scope.engine(ctx.engine.remove(id)).await?;
+        // With fresh_anonymous_volumes the new containers got empty ones: the old ones'
+        // would be orphans.
+        let volumes = service.fresh_anonymous_volumes;
+        scope.engine(ctx.engine.remove(id, volumes)).await?;
         ctx.cord.restore(id)?;
     }
     Ok(format!(
@@ -169,7 +172,8 @@ pub(super) async fn retire(
         let ip = container.ip_on(&ctx.config.traefik.network);
         take_out(ctx, service, &[(id.to_string(), ip)], scope).await?;
     } else {
-        scope.engine(ctx.engine.remove(id)).await?;
+        // A new container's anonymous volumes were created empty for it.
+        scope.engine(ctx.engine.remove(id, true)).await?;
         ctx.cord.restore(id)?;
     }
     tracing::info!(service = %service.name, container = short(id), "Removed the new container; the old one keeps serving");

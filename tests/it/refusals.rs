@@ -55,6 +55,36 @@ async fn an_anonymous_volume_is_refused_naming_it_and_the_fix() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fresh_anonymous_volumes_opt_in_leaves_no_orphan() {
+    let f = Fixture::start(Options {
+        edit_fragment: |f| format!("{f}  - /var/lib/app-data\n"),
+        service_extra: "fresh_anonymous_volumes = true\n",
+        ..Options::default()
+    })
+    .await;
+    let volume_of = |id: &str| {
+        let out = crate::support::images::docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{if eq .Destination \"/var/lib/app-data\"}}{{.Name}}{{end}}{{end}}",
+            id,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let old = volume_of(&f.project.running()[0]);
+    assert_eq!(old.len(), 64, "an anonymous volume: {old:?}");
+    f.deploy("v2").await.assert_code(0);
+    let new = volume_of(&f.project.running()[0]);
+    assert_eq!(new.len(), 64, "the new container has a fresh one: {new:?}");
+    assert_ne!(new, old);
+    let gone = crate::support::images::docker(&["volume", "inspect", &old]);
+    assert!(
+        !gone.status.success(),
+        "the old container's anonymous volume went with it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fixed_mac_address_is_refused() {
     let f = Fixture::start(Options {
         compose_extra: "    mac_address: \"02:42:ac:11:00:99\"\n",
