@@ -144,6 +144,8 @@ struct Plan {
     /// The running containers, lowest container-number first.
     old: Vec<Running>,
     definition: definition::Definition,
+    /// Where Traefik routes the service's containers, from the running ones' labels.
+    route: crate::traefik::Route,
 }
 
 impl Plan {
@@ -281,12 +283,15 @@ impl Rollout<'_> {
             return fail(Step::Health, Outcome::RolledBack, with_cleanup(e, cleanup));
         }
 
-        if let Err(e) = self.timed(Step::Switch, self.switch(&new)).await {
+        if let Err(e) = self
+            .timed(Step::Switch, self.switch(&new, &plan.route))
+            .await
+        {
             let cleanup = self.withdraw(&new, Step::Switch).await;
             return fail(Step::Switch, Outcome::RolledBack, with_cleanup(e, cleanup));
         }
 
-        if let Err(e) = self.timed(Step::Drain, self.drain(&plan.old)).await {
+        if let Err(e) = self.timed(Step::Drain, self.drain(&plan)).await {
             // The old containers were not stopped: give them their cords back and withdraw
             // the new.
             let restored = plan

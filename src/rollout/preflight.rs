@@ -9,6 +9,7 @@ use crate::docker::service::{self, Running};
 use crate::image::{self, Digest};
 use crate::registry::Resolved;
 use crate::store::Resolution;
+use crate::traefik;
 
 use super::withdraw::join_ids;
 use super::{Plan, Rollout, StepError, Target};
@@ -80,6 +81,7 @@ impl Rollout<'_> {
         );
         Ok((
             Plan {
+                route: traefik::route(first.container.labels(), s.port),
                 resolved,
                 old,
                 definition,

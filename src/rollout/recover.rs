@@ -22,6 +22,7 @@ use crate::rollout::lock::{LockError, ServiceLock};
 use crate::rollout::withdraw::{created_beside, record_current, retire, split_ids, take_out};
 use crate::rollout::{Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
+use crate::traefik;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RecoverError {
@@ -176,8 +177,9 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
             .iter()
             .map(|(id, c)| (id.clone(), c.ip_on(&ctx.config.traefik.network)))
             .collect();
-        if !serving.is_empty() {
-            take_out(ctx, service, &serving, scope).await?;
+        if let Some((_, first)) = old.first() {
+            let route = traefik::route(first.labels(), service.port);
+            take_out(ctx, service, &serving, &route, scope).await?;
         }
         for other in new_ids.iter().filter(|id| !healthy_new.contains(id)) {
             retire(ctx, service, other, scope).await?;

@@ -5,9 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::docker::engine::{Health, short};
-use crate::docker::service::Running;
 use crate::fault;
-use crate::traefik::{Confirmation, Routing};
+use crate::traefik::{Confirmation, Route, Routing};
 
 use super::definition::labels_match;
 use super::withdraw::{created_beside, join_ids, record_current, take_out};
@@ -209,7 +208,11 @@ impl Rollout<'_> {
         }
     }
 
-    pub(super) async fn switch(&self, new: &[Started]) -> Result<((), String), StepError> {
+    pub(super) async fn switch(
+        &self,
+        new: &[Started],
+        route: &Route,
+    ) -> Result<((), String), StepError> {
         let mut urls = Vec::new();
         let mut how = Confirmation::Api;
         for n in new {
@@ -219,13 +222,13 @@ impl Rollout<'_> {
                     n.name, self.ctx.config.traefik.network
                 )));
             };
-            let url = Routing::server_url(ip, self.service.port);
+            let url = Routing::server_url(ip, route.port);
             let seen = self
                 .scope(Step::Switch)
                 .wait(
                     self.ctx
                         .routing
-                        .await_server(&self.service.name, &url, true),
+                        .await_server(route.service.as_deref(), &url, true),
                 )
                 .await?;
             if seen == Confirmation::Waited {
@@ -246,9 +249,20 @@ impl Rollout<'_> {
         ))
     }
 
-    pub(super) async fn drain(&self, old: &[Running]) -> Result<((), String), StepError> {
-        let serving: Vec<_> = old.iter().map(|o| (o.id.clone(), o.ip.clone())).collect();
-        let detail = take_out(self.ctx, self.service, &serving, self.scope(Step::Drain)).await?;
+    pub(super) async fn drain(&self, plan: &Plan) -> Result<((), String), StepError> {
+        let serving: Vec<_> = plan
+            .old
+            .iter()
+            .map(|o| (o.id.clone(), o.ip.clone()))
+            .collect();
+        let detail = take_out(
+            self.ctx,
+            self.service,
+            &serving,
+            &plan.route,
+            self.scope(Step::Drain),
+        )
+        .await?;
         Ok(((), detail))
     }
 

@@ -10,7 +10,7 @@ use crate::docker::engine::{EngineError, Health, short};
 use crate::envfile;
 use crate::fault;
 use crate::image::Digest;
-use crate::traefik::{Confirmation, Routing};
+use crate::traefik::{self, Confirmation, Route, Routing};
 
 use super::{Scope, StepError};
 
@@ -57,6 +57,7 @@ pub(super) async fn take_out(
     ctx: &Context,
     service: &ServiceConfig,
     containers: &[Serving],
+    route: &Route,
     scope: Scope<'_>,
 ) -> Result<String, StepError> {
     for (id, _) in containers {
@@ -78,9 +79,12 @@ pub(super) async fn take_out(
     for (_, ip) in containers {
         let seen = match ip {
             Some(ip) => {
-                let url = Routing::server_url(ip, service.port);
+                let url = Routing::server_url(ip, route.port);
                 scope
-                    .wait(ctx.routing.await_server(&service.name, &url, false))
+                    .wait(
+                        ctx.routing
+                            .await_server(route.service.as_deref(), &url, false),
+                    )
                     .await?
             }
             None => {
@@ -170,7 +174,8 @@ pub(super) async fn retire(
     let status = container.status();
     if status.running && status.health == Health::Healthy {
         let ip = container.ip_on(&ctx.config.traefik.network);
-        take_out(ctx, service, &[(id.to_string(), ip)], scope).await?;
+        let route = traefik::route(container.labels(), service.port);
+        take_out(ctx, service, &[(id.to_string(), ip)], &route, scope).await?;
     } else {
         // A new container's anonymous volumes were created empty for it.
         scope.engine(ctx.engine.remove(id, true)).await?;

@@ -140,7 +140,7 @@ async fn three_replicas_roll_under_load_without_a_failed_request() {
         assert_eq!(inspect(id, "{{.Config.Image}}"), f.pinned("v2"));
     }
     f.traefik
-        .wait_for_servers(SERVICE, 3, SERVE_WAIT)
+        .wait_for_servers(&f.traefik_service(SERVICE), 3, SERVE_WAIT)
         .await
         .expect("Traefik routes to the three new containers");
     load.wait_until_serving("v2", SERVE_WAIT)
@@ -345,7 +345,7 @@ async fn a_deployed_container_is_what_compose_force_recreate_creates() {
     };
     up(&["up", "-d"]);
     f.traefik
-        .wait_for_servers(SERVICE, 1, SERVE_WAIT)
+        .wait_for_servers(&f.traefik_service(SERVICE), 1, SERVE_WAIT)
         .await
         .expect("the full definition serves");
 
@@ -400,5 +400,39 @@ async fn a_deployed_container_is_what_compose_force_recreate_creates() {
     println!(
         "fidelity: Config, HostConfig, Mounts and Networks equal (apart from names, ids, numbers); \
          secrets, configs and the post_start hook present"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compose_failure_at_start_reports_compose_and_removes_what_it_created() {
+    let f = Fixture::start(Options::default()).await;
+    let before = f.project.containers();
+    // compose accepts the definition (config --hash), but the engine refuses to start it.
+    let yaml = std::fs::read_to_string(f.project.compose_file()).unwrap();
+    let yaml = yaml.replace(
+        "    restart: unless-stopped\n",
+        "    restart: unless-stopped\n    secrets: [missing]\n",
+    );
+    f.project.write_compose(&format!(
+        "{yaml}secrets:\n  missing:\n    file: ./missing-secret.txt\n"
+    ));
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    run.assert_stdout("rolled back");
+    run.assert_stderr("compose said:");
+    run.assert_stderr("missing-secret.txt");
+    assert_eq!(
+        f.project.containers(),
+        before,
+        "what compose created is gone, the old container untouched"
+    );
+    let entry = &f.history().await[0];
+    assert_eq!(entry["step"], "start", "{entry:#}");
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing-secret.txt"),
+        "compose's words are in the journal: {entry:#}"
     );
 }

@@ -29,8 +29,12 @@ async fn changed_traefik_labels_are_refused_with_the_diff() {
     let run = f.deploy("v2").await;
     run.assert_code(1);
     run.assert_stderr("other Traefik labels");
-    run.assert_stderr("- traefik.http.middlewares.web-retry.retry.attempts=3");
-    run.assert_stderr("+ traefik.http.middlewares.web-retry.retry.attempts=5");
+    let key = format!(
+        "traefik.http.middlewares.{}-retry.retry.attempts",
+        f.traefik_service(SERVICE)
+    );
+    run.assert_stderr(&format!("- {key}=3"));
+    run.assert_stderr(&format!("+ {key}=5"));
     assert_eq!(f.project.containers(), before, "nothing was created");
     let history = f.history().await;
     assert_eq!(history[0]["outcome"], "failed");

@@ -246,17 +246,26 @@ impl Fixture {
         fixture.compose_up();
         fixture
             .traefik
-            .wait_for_servers(SERVICE, fixture.options.replicas, Duration::from_secs(60))
+            .wait_for_servers(
+                &fixture.traefik_service(SERVICE),
+                fixture.options.replicas,
+                Duration::from_secs(60),
+            )
             .await
             .expect("the compose-started containers are routed");
         if fixture.options.prod {
             fixture
                 .traefik
-                .wait_for_servers(PROD, 1, Duration::from_secs(60))
+                .wait_for_servers(&fixture.traefik_service(PROD), 1, Duration::from_secs(60))
                 .await
                 .expect("the compose-started prod container is routed");
         }
         fixture
+    }
+
+    /// The Traefik service (and router) name `hoist labels` gives a hoist service.
+    pub fn traefik_service(&self, service: &str) -> String {
+        format!("{}-{service}", self.project.name)
     }
 
     /// The registry as hoist and compose address it (the gateway when there is one).
