@@ -161,6 +161,30 @@ async fn a_broken_or_moved_compose_project_is_refused_quoting_compose() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compose_v1_project_rolled_by_v2_is_refused() {
+    use crate::support::project::Compose;
+    let f = Fixture::start(Options {
+        compose: Compose::V1,
+        ..Options::default()
+    })
+    .await;
+    let before = f.project.containers();
+    // hoist.toml names compose v2 for a project docker-compose v1 created.
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    let v2 = format!("{:?}", Compose::V2.program()[0]);
+    let text = text.replace(
+        "command = [\"docker-compose\"]",
+        &format!("command = [{v2}]"),
+    );
+    std::fs::write(&f.config, text).unwrap();
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    run.assert_stderr("was created by compose 1.29.2 but hoist would use");
+    run.assert_stderr("different config hashes");
+    assert_eq!(f.project.containers(), before, "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_container_without_the_drain_cord_is_refused() {
     let f = Fixture::start(Options {
         edit_fragment: |f| f.split("healthcheck:").next().unwrap().to_string(),
