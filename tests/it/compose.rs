@@ -238,6 +238,10 @@ fn comparable(id: &str) -> serde_json::Value {
     let full_id = c["Id"].as_str().unwrap().to_string();
     let mut config = c["Config"].clone();
     config["Hostname"] = serde_json::Value::Null;
+    // Compose writes a service's `environment:` map in Go's random map order.
+    if let Some(env) = config["Env"].as_array_mut() {
+        env.sort_by_key(|e| e.as_str().unwrap_or_default().to_string());
+    }
     let labels = config["Labels"].as_object_mut().unwrap();
     labels.remove("com.docker.compose.container-number");
     // Set by a recreate: the name of the container it replaced.
