@@ -68,6 +68,7 @@ fn blank(name: &str) -> ServiceView {
         next_poll: None,
         last_poll_error: None,
         watching_until: None,
+        compose_changed: false,
     }
 }
 

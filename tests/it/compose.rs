@@ -192,10 +192,17 @@ async fn a_compose_only_change_deploys_at_the_same_digest_under_load() {
     let yaml = std::fs::read_to_string(f.project.compose_file()).unwrap();
     f.project
         .write_compose(&yaml.replace("APP_SETTING: from-compose", "APP_SETTING: changed"));
+    let drift = "web: the compose definition changed since its containers were created";
+    f.hoist(&["status"])
+        .await
+        .assert_code(0)
+        .assert_stdout(drift);
     let before = f.project.running();
     let run = f.deploy("v1").await;
     run.assert_code(0);
     run.assert_stderr("the compose definition changed");
+    let status = f.hoist(&["status"]).await;
+    assert!(!status.stdout.contains(drift), "{}", status.text());
     let after = f.project.running();
     assert_eq!(after.len(), 1);
     assert_ne!(after, before, "a new container runs the changed definition");

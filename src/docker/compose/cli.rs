@@ -418,6 +418,28 @@ impl Project {
     }
 }
 
+/// Whether the compose definition of a service changed since `running` was created: its
+/// config hash, with `var` (the service's env_var) set to the image the container runs,
+/// differs from the container's config-hash label. What `docker compose up -d` would
+/// recreate, and what `hoist deploy` rolls out even at the same digest.
+pub(crate) async fn definition_changed(
+    compose: &crate::config::ComposeConfig,
+    docker_host: Option<&str>,
+    s: &crate::config::ServiceConfig,
+    running: &Container,
+) -> Result<bool, ComposeError> {
+    let cli = Cli::detect(compose.command.as_deref(), docker_host).await?;
+    if created_by_major(running).is_some_and(|m| m != cli.major()) {
+        // Another compose's hashes say nothing; the rollout refuses this case anyway.
+        return Ok(false);
+    }
+    let project = Project::locate(&s.compose_project, running, &s.compose)?;
+    let image = running.configured_image();
+    let env: Vec<(&str, &str)> = s.env_file.iter().map(|t| (t.var.as_str(), image)).collect();
+    let hash = cli.config_hash(&project, &s.compose_service, &env).await?;
+    Ok(running.label(CONFIG_HASH) != Some(hash.as_str()))
+}
+
 /// The compose major version that created a container (its `com.docker.compose.version`).
 pub(crate) fn created_by_major(container: &Container) -> Option<u32> {
     major(container.label(VERSION)?)
