@@ -1,10 +1,10 @@
-//! Traefik: the labels hoist gives a service's containers, and how hoist knows that Traefik
-//! has applied a routing change.
+//! Traefik: the labels hoist recommends for a service, where a container's labels route it,
+//! and how hoist knows that Traefik has applied a routing change.
 //!
 //! Traefik merges containers that declare the same router/service only when their
-//! definitions are identical, and drops the router otherwise (404 for everyone). So the
-//! labels are generated from the config alone, never copied or edited per container, and a
-//! running container whose labels differ stops a rollout before it starts.
+//! definitions are identical, and drops the router otherwise (404 for everyone). The labels
+//! belong to the compose file, so old and new containers come from one definition; a
+//! rollout whose new containers would carry other labels stops before it starts.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,9 +17,19 @@ const RETRY_ATTEMPTS: u32 = 3;
 /// Added to Traefik's throttle when hoist cannot ask Traefik whether a change is applied.
 pub(crate) const THROTTLE_MARGIN: Duration = Duration::from_secs(1);
 
-/// The `traefik.*` labels for a service, identical for every container of it.
+/// The router, service and middleware names hoist recommends for a service:
+/// `<compose project>-<name>`. Traefik's names are global per provider, so two compose
+/// projects each with a hoist service `web` would otherwise define router `web` twice, and
+/// Traefik drops a router defined differently twice, for both ("defined multiple times
+/// with different configurations").
+pub(crate) fn name(service: &ServiceConfig) -> String {
+    format!("{}-{}", service.compose_project, service.name)
+}
+
+/// The recommended `traefik.*` labels for a service (what `hoist labels` prints),
+/// identical for every container of it.
 pub(crate) fn labels(service: &ServiceConfig, traefik: &TraefikConfig) -> BTreeMap<String, String> {
-    let n = &service.name;
+    let n = &name(service);
     let router = format!("traefik.http.routers.{n}");
     let mut l = BTreeMap::new();
     l.insert("traefik.enable".into(), "true".into());
@@ -48,7 +58,55 @@ pub(crate) fn labels(service: &ServiceConfig, traefik: &TraefikConfig) -> BTreeM
     l
 }
 
-/// One difference between the labels a container carries and the ones hoist generates.
+/// Where Traefik routes a container, as its labels say: the HTTP service it is a server
+/// of (the name to ask Traefik's API about) and the port. Learned from the labels, since
+/// they belong to the compose file: the operator's own router and service names work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// `None` when the labels do not name exactly one HTTP service: hoist then waits out
+    /// Traefik's throttle instead of asking its API.
+    pub service: Option<String>,
+    pub port: u16,
+}
+
+/// Reads [`Route`] from a container's labels; `port` when no label sets the server port.
+pub(crate) fn route<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    port: u16,
+) -> Route {
+    let labels: BTreeMap<&String, &String> = labels.into_iter().collect();
+    let mut services: Vec<&str> = labels
+        .keys()
+        .filter_map(|k| k.strip_prefix("traefik.http.services.")?.split('.').next())
+        .collect();
+    services.dedup();
+    if services.is_empty() {
+        services = labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("traefik.http.routers.") && k.ends_with(".service"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+    }
+    let service = match services.as_slice() {
+        [one] => Some((*one).to_string()),
+        _ => None,
+    };
+    let port = service
+        .as_ref()
+        .and_then(|s| {
+            labels.get(&format!(
+                "traefik.http.services.{s}.loadbalancer.server.port"
+            ))
+        })
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
+    Route { service, port }
+}
+
+/// One difference between the `traefik.*` labels a running container carries and the ones
+/// a new container would carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LabelDiff {
     Missing {
@@ -69,18 +127,18 @@ pub(crate) enum LabelDiff {
 impl std::fmt::Display for LabelDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LabelDiff::Missing { key, want } => write!(f, "+ {key}={want}   (missing)"),
+            LabelDiff::Missing { key, want } => write!(f, "+ {key}={want}   (only in the new)"),
             LabelDiff::Different { key, have, want } => {
                 write!(f, "- {key}={have}\n+ {key}={want}")
             }
             LabelDiff::Extra { key, have } => {
-                write!(f, "- {key}={have}   (not generated by hoist)")
+                write!(f, "- {key}={have}   (only in the running)")
             }
         }
     }
 }
 
-/// Compares the `traefik.*` labels of a running container with the generated ones.
+/// Compares the `traefik.*` labels of a running container with a new container's.
 pub(crate) fn diff<'a>(
     have: impl IntoIterator<Item = (&'a String, &'a String)>,
     want: &BTreeMap<String, String>,
@@ -162,14 +220,15 @@ impl Routing {
         format!("http://{ip}:{port}")
     }
 
-    /// Waits until Traefik routes `service` to `server` (`present`) or no longer does.
+    /// Waits until Traefik routes `service` to `server` (`present`) or no longer does;
+    /// without the API or a service name, waits out the throttle.
     pub(crate) async fn await_server(
         &self,
-        service: &str,
+        service: Option<&str>,
         server: &str,
         present: bool,
     ) -> Result<Confirmation, RoutingTimeout> {
-        let Some(api) = &self.api_url else {
+        let (Some(api), Some(service)) = (&self.api_url, service) else {
             tokio::time::sleep(self.settle_time()).await;
             return Ok(Confirmation::Waited);
         };
@@ -267,20 +326,23 @@ port = 8000
         let c = config();
         let l = labels(&c.services[0], &c.traefik);
         assert_eq!(
-            l["traefik.http.routers.web-stage.rule"],
+            l["traefik.http.routers.shop-web-stage.rule"],
             "Host(`stage.example.com`)"
         );
         assert_eq!(
-            l["traefik.http.routers.web-stage.entrypoints"],
+            l["traefik.http.routers.shop-web-stage.entrypoints"],
             "web,websecure"
         );
-        assert_eq!(l["traefik.http.routers.web-stage.tls.certresolver"], "le");
         assert_eq!(
-            l["traefik.http.services.web-stage.loadbalancer.server.port"],
+            l["traefik.http.routers.shop-web-stage.tls.certresolver"],
+            "le"
+        );
+        assert_eq!(
+            l["traefik.http.services.shop-web-stage.loadbalancer.server.port"],
             "8000"
         );
         assert_eq!(
-            l["traefik.http.middlewares.web-stage-retry.retry.attempts"],
+            l["traefik.http.middlewares.shop-web-stage-retry.retry.attempts"],
             "3"
         );
         assert_eq!(l["traefik.docker.network"], "web");
@@ -316,5 +378,81 @@ port = 8000
             text.iter()
                 .any(|t| t.starts_with("- traefik.http.routers.web-stage.priority=5"))
         );
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_service_and_port_come_from_the_labels() {
+        let l = labels(&[
+            ("traefik.http.routers.shop-web.rule", "Host(`a`)"),
+            ("traefik.http.routers.shop-web.service", "shop-web"),
+            (
+                "traefik.http.services.shop-web.loadbalancer.server.port",
+                "9000",
+            ),
+        ]);
+        assert_eq!(
+            route(&l, 8000),
+            Route {
+                service: Some("shop-web".into()),
+                port: 9000
+            }
+        );
+        let l = labels(&[("traefik.http.routers.r.service", "own")]);
+        assert_eq!(route(&l, 8000).service.as_deref(), Some("own"));
+        assert_eq!(route(&l, 8000).port, 8000);
+        let l = labels(&[("traefik.http.routers.r.rule", "Host(`a`)")]);
+        assert_eq!(
+            route(&l, 8000).service,
+            None,
+            "Traefik names it: not guessed"
+        );
+        let l = labels(&[
+            ("traefik.http.services.a.loadbalancer.server.port", "1"),
+            ("traefik.http.services.b.loadbalancer.server.port", "2"),
+        ]);
+        assert_eq!(route(&l, 8000).service, None, "two services: not guessed");
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Secrets};
+
+    #[test]
+    fn two_projects_with_a_service_web_get_different_traefik_names() {
+        let config = |project: &str| {
+            let text = format!(
+                "[[services]]\nname = \"web\"\nenvironment = \"stage\"\ncompose_project = \"{project}\"\nimage = \"ghcr.io/acme/web\"\ntrack = \"main\"\nhost = \"{project}.test\"\nport = 8000\n"
+            );
+            Config::parse(&text, Path::new("t"), Secrets::Skip).unwrap()
+        };
+        let (a, b) = (config("shop"), config("blog"));
+        let names = |c: &Config| -> Vec<String> {
+            super::labels(&c.services[0], &c.traefik)
+                .keys()
+                .filter_map(|k| {
+                    let rest = k.strip_prefix("traefik.http.")?;
+                    let (kind, rest) = rest.split_once('.')?;
+                    Some(format!("{kind}.{}", rest.split('.').next()?))
+                })
+                .collect()
+        };
+        let (na, nb) = (names(&a), names(&b));
+        assert!(na.contains(&"routers.shop-web".to_string()), "{na:?}");
+        assert!(na.iter().all(|n| !nb.contains(n)), "{na:?} vs {nb:?}");
     }
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub state: StateConfig,
     pub docker: DockerConfig,
     pub traefik: TraefikConfig,
+    pub compose: ComposeConfig,
     pub server: ServerConfig,
     pub github: GithubConfig,
     /// Per-environment settings (`[environments.prod]`), by environment name.
@@ -117,6 +118,15 @@ pub struct DockerConfig {
     pub host: Option<String>,
 }
 
+/// `[compose]`: which Docker Compose CLI creates the new containers.
+#[derive(Debug, Clone, Default)]
+pub struct ComposeConfig {
+    /// The program and its leading arguments (`["docker", "compose"]`,
+    /// `["/usr/local/bin/docker-compose"]`); `None`: detected (the v2 plugin, then
+    /// `docker-compose`, v2 or v1).
+    pub command: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TraefikConfig {
     pub network: String,
@@ -155,8 +165,15 @@ pub struct ServiceConfig {
     pub health_path: Option<String>,
     pub health_timeout: Duration,
     pub drain: Duration,
-    pub stop_timeout: Duration,
+    /// Grace before SIGKILL when stopping an old container; `None`: the container's own
+    /// (compose's `stop_grace_period`, else Docker's 10 s), as `docker compose` does.
+    pub stop_timeout: Option<Duration>,
     pub env_file: Option<EnvFileTarget>,
+    /// Where the compose project's files are, when not as the running containers' labels say.
+    pub compose: ComposeOverrides,
+    /// Give the new containers fresh anonymous volumes instead of refusing the rollout (the
+    /// old containers' anonymous volumes are removed with them).
+    pub fresh_anonymous_volumes: bool,
     /// `owner/name` of the GitHub repository whose webhooks concern this service.
     pub github_repository: Option<String>,
     /// Poll the registry this often (with jitter); `None`: webhooks and manual only.
@@ -168,6 +185,15 @@ pub struct ServiceConfig {
     pub promote_from: Option<String>,
     /// ... for at least this long, then automatically; `None`: only `hoist promote`.
     pub promote_after: Option<Duration>,
+}
+
+/// Per-service overrides of what compose's labels on the running containers say:
+/// `compose_files`, `compose_working_dir`, `compose_env_file`.
+#[derive(Debug, Clone, Default)]
+pub struct ComposeOverrides {
+    pub files: Option<Vec<PathBuf>>,
+    pub working_dir: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
 }
 
 /// Where hoist records the deployed image for `docker compose` to pick up.
@@ -284,6 +310,7 @@ fn read_config(root: &Table, p: &mut Problems, secrets: &mut SecretReader) -> Op
     let state = sections::read_state(top.opt_table(p, "state").unwrap_or(&empty), p);
     let docker = sections::read_docker(top.opt_table(p, "docker").unwrap_or(&empty), p);
     let traefik = sections::read_traefik(top.opt_table(p, "traefik").unwrap_or(&empty), p);
+    let compose = sections::read_compose(top.opt_table(p, "compose").unwrap_or(&empty), p);
     let server = sections::read_server(top.opt_table(p, "server").unwrap_or(&empty), p, secrets);
     let github = sections::read_github(top.opt_table(p, "github").unwrap_or(&empty), p, secrets);
     let environments =
@@ -296,6 +323,7 @@ fn read_config(root: &Table, p: &mut Problems, secrets: &mut SecretReader) -> Op
         state,
         docker,
         traefik: traefik?,
+        compose,
         server: server?,
         github,
         environments,

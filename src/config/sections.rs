@@ -1,5 +1,5 @@
 //! The readers of the config's sections other than `[[services]]`: `[state]`, `[docker]`,
-//! `[traefik]`, `[server]`, `[github]`, `[environments.*]` and `[[registries]]`.
+//! `[traefik]`, `[compose]`, `[server]`, `[github]`, `[environments.*]` and `[[registries]]`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,8 +10,8 @@ use toml::{Table, Value};
 use super::checks::{check_registry_hosts, is_docker_name, is_http_url, is_label_name};
 use super::walker::{Problems, SecretReader, Section};
 use super::{
-    Credentials, DockerConfig, EnvironmentConfig, GithubConfig, RegistryConfig, ServerConfig,
-    StateConfig, TraefikConfig,
+    ComposeConfig, Credentials, DockerConfig, EnvironmentConfig, GithubConfig, RegistryConfig,
+    ServerConfig, StateConfig, TraefikConfig,
 };
 
 pub(super) fn read_state(table: &Table, p: &mut Problems) -> StateConfig {
@@ -46,6 +46,22 @@ pub(super) fn read_docker(table: &Table, p: &mut Problems) -> DockerConfig {
     }
     d.finish(p);
     DockerConfig { host: docker_host }
+}
+
+pub(super) fn read_compose(table: &Table, p: &mut Problems) -> ComposeConfig {
+    let mut c = Section::new("compose", table);
+    let command = c.opt_str_list(p, "command");
+    if command
+        .as_ref()
+        .is_some_and(|c| c.first().is_none_or(|program| program.trim().is_empty()))
+    {
+        p.add(
+            "compose.command",
+            "must name the program first, e.g. [\"docker\", \"compose\"] or [\"/usr/local/bin/docker-compose\"]",
+        );
+    }
+    c.finish(p);
+    ComposeConfig { command }
 }
 
 /// How often the sweep lists each hook's recent deliveries: one or two API requests a

@@ -11,7 +11,7 @@ use super::checks::{
     is_hostname, is_label_name, parse_track,
 };
 use super::walker::{Problems, Section};
-use super::{EnvFileTarget, ServiceConfig, Track};
+use super::{ComposeOverrides, EnvFileTarget, ServiceConfig, Track};
 use crate::image::Repository;
 
 /// Every `[[services]]` entry that could be read, checked against each other.
@@ -46,6 +46,8 @@ fn read_service(mut s: Section<'_>, p: &mut Problems) -> Option<ServiceConfig> {
     let routing = read_routing(&mut s, p);
     let triggers = read_triggers(&mut s, p);
     let env_file = read_env_file(&mut s, p);
+    let compose = read_compose_overrides(&mut s, p);
+    let fresh_anonymous_volumes = s.opt_bool(p, "fresh_anonymous_volumes").unwrap_or(false);
     s.finish(p);
     let Identity {
         name,
@@ -83,6 +85,8 @@ fn read_service(mut s: Section<'_>, p: &mut Problems) -> Option<ServiceConfig> {
         drain,
         stop_timeout,
         env_file,
+        compose,
+        fresh_anonymous_volumes,
         github_repository,
         poll_interval,
         watch_window,
@@ -160,7 +164,7 @@ struct Routing {
     health_path: Option<String>,
     health_timeout: Duration,
     drain: Duration,
-    stop_timeout: Duration,
+    stop_timeout: Option<Duration>,
 }
 
 fn read_routing(s: &mut Section<'_>, p: &mut Problems) -> Option<Routing> {
@@ -194,7 +198,10 @@ fn read_routing(s: &mut Section<'_>, p: &mut Problems) -> Option<Routing> {
     }
     let health_timeout = s.duration(p, "health_timeout", Duration::from_secs(60));
     let drain = s.duration(p, "drain", Duration::from_secs(10));
-    let stop_timeout = s.duration(p, "stop_timeout", Duration::from_secs(30));
+    let stop_timeout = match s.opt_str(p, "stop_timeout") {
+        None => Some(None),
+        Some(_) => s.duration(p, "stop_timeout", Duration::ZERO).map(Some),
+    };
     if health_timeout.is_some_and(|d| d < Duration::from_secs(1)) {
         p.add(s.key("health_timeout"), "must be at least 1s");
     }
@@ -294,5 +301,34 @@ fn read_env_file(s: &mut Section<'_>, p: &mut Problems) -> Option<EnvFileTarget>
             None
         }
         (None, None) => None,
+    }
+}
+
+/// `compose_files`, `compose_working_dir` and `compose_env_file`: absolute paths, for a
+/// project whose containers' labels do not say where its files are (or say it wrongly).
+fn read_compose_overrides(s: &mut Section<'_>, p: &mut Problems) -> ComposeOverrides {
+    let files = s.opt_str_list(p, "compose_files");
+    let working_dir = s.opt_str(p, "compose_working_dir");
+    let env_file = s.opt_str(p, "compose_env_file");
+    let mut absolute = |key: &str, path: String| {
+        if !Path::new(&path).is_absolute() {
+            p.add(s.key(key), format!("`{path}` must be an absolute path"));
+        }
+        PathBuf::from(path)
+    };
+    let files = files.map(|f| {
+        f.into_iter()
+            .map(|f| absolute("compose_files", f))
+            .collect::<Vec<_>>()
+    });
+    let working_dir = working_dir.map(|d| absolute("compose_working_dir", d));
+    let env_file = env_file.map(|f| absolute("compose_env_file", f));
+    if files.as_ref().is_some_and(Vec::is_empty) {
+        p.add(s.key("compose_files"), "must name at least one file");
+    }
+    ComposeOverrides {
+        files,
+        working_dir,
+        env_file,
     }
 }

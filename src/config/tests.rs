@@ -97,6 +97,55 @@ fn reports_every_problem_at_once_with_its_key_path() {
 }
 
 #[test]
+fn compose_command_and_project_overrides() {
+    let c = Config::parse(GOOD, Path::new("t.toml"), Secrets::Load).unwrap();
+    assert_eq!(c.compose.command, None, "detected by default");
+    let stage = c.service("web-stage").unwrap();
+    assert_eq!(stage.stop_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        c.service("web-prod").unwrap().stop_timeout,
+        None,
+        "the containers' own grace by default"
+    );
+    assert!(!stage.fresh_anonymous_volumes);
+
+    let text = GOOD.replacen(
+        "env_var = \"WEB_STAGE_IMAGE\"",
+        "env_var = \"WEB_STAGE_IMAGE\"\ncompose_files = [\"/srv/shop/docker-compose.yml\"]\ncompose_working_dir = \"/srv/shop\"\nfresh_anonymous_volumes = true",
+        1,
+    );
+    let text = format!("[compose]\ncommand = [\"docker\", \"compose\"]\n{text}");
+    let c = Config::parse(&text, Path::new("t.toml"), Secrets::Load).unwrap();
+    assert_eq!(
+        c.compose.command,
+        Some(vec!["docker".to_string(), "compose".to_string()])
+    );
+    let stage = c.service("web-stage").unwrap();
+    assert_eq!(
+        stage.compose.files,
+        Some(vec![PathBuf::from("/srv/shop/docker-compose.yml")])
+    );
+    assert_eq!(stage.compose.working_dir, Some(PathBuf::from("/srv/shop")));
+    assert!(stage.fresh_anonymous_volumes);
+
+    let bad = text
+        .replace("command = [\"docker\", \"compose\"]", "command = []")
+        .replace("\"/srv/shop/docker-compose.yml\"", "\"docker-compose.yml\"");
+    let got = problems(&bad);
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("compose.command: must name the program first")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|g| g.starts_with(
+            "services[0].compose_files: `docker-compose.yml` must be an absolute path"
+        )),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn unreadable_secret_files_are_named_and_secrets_never_printed() {
     let text = format!(
         "{GOOD}\n[[registries]]\nhost = \"ghcr.io\"\nusername = \"bot\"\npassword_file = \"/nonexistent/ghcr\"\n"

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings,
-    HealthStatusEnum, NetworkConnectRequest,
-};
+use bollard::models::{ContainerInspectResponse, ContainerSummary, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -229,15 +226,6 @@ impl Engine {
             .map_err(|e| call_error("list containers", e))
     }
 
-    /// The ids of all containers (running or not) carrying every one of `labels`.
-    pub(crate) async fn container_ids_with_labels(
-        &self,
-        labels: &[(&str, &str)],
-    ) -> Result<Vec<String>, EngineError> {
-        let containers = self.containers_with_labels(labels).await?;
-        Ok(containers.into_iter().filter_map(|c| c.id).collect())
-    }
-
     pub(crate) async fn inspect(&self, id: &str) -> Result<Container, EngineError> {
         self.docker
             .inspect_container(id, None)
@@ -255,36 +243,6 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn create(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<String, EngineError> {
-        let options = CreateContainerOptionsBuilder::new().name(name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(|e| call_error(format!("create container {name}"), e))?;
-        Ok(created.id)
-    }
-
-    pub(crate) async fn connect_network(
-        &self,
-        network: &str,
-        id: &str,
-        endpoint: EndpointSettings,
-    ) -> Result<(), EngineError> {
-        let request = NetworkConnectRequest {
-            container: id.to_string(),
-            endpoint_config: Some(endpoint),
-        };
-        self.docker
-            .connect_network(network, request)
-            .await
-            .map_err(|e| call_error(format!("connect {} to network {network}", short(id)), e))
-    }
-
     pub(crate) async fn start(&self, id: &str) -> Result<(), EngineError> {
         self.docker
             .start_container(id, None)
@@ -292,12 +250,16 @@ impl Engine {
             .map_err(|e| call_error(format!("start container {}", short(id)), e))
     }
 
-    /// SIGTERM (or the image's stop signal), then SIGKILL after `grace`. A container that is
-    /// already stopped or gone is fine.
-    pub(crate) async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
-        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
-        let options = StopContainerOptionsBuilder::new().t(seconds).build();
-        match self.docker.stop_container(id, Some(options)).await {
+    /// The container's stop signal (compose's `stop_signal`, else the image's, else
+    /// SIGTERM), then SIGKILL after `grace`, or when `None` after the container's own stop
+    /// timeout (compose's `stop_grace_period`, else 10 s), as `docker stop` does. A
+    /// container that is already stopped or gone is fine.
+    pub(crate) async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<(), EngineError> {
+        let options = grace.map(|grace| {
+            let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+            StopContainerOptionsBuilder::new().t(seconds).build()
+        });
+        match self.docker.stop_container(id, options).await {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304 | 404,
@@ -308,9 +270,13 @@ impl Engine {
     }
 
     /// Removes a container (forcefully: it may still be running); gone already is fine.
-    /// Volumes are kept: an anonymous volume may hold data the operator wants back.
-    pub(crate) async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    /// Its anonymous volumes go with it only when `volumes` says so: an old container's may
+    /// hold data the operator wants back, a new container's were created empty for it.
+    pub(crate) async fn remove(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(volumes)
+            .build();
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {

@@ -58,6 +58,30 @@ impl Container {
             .flatten()
     }
 
+    /// The value of one label.
+    pub(crate) fn label(&self, key: &str) -> Option<&str> {
+        self.config_field(|c| c.labels.as_ref())?
+            .get(key)
+            .map(String::as_str)
+    }
+
+    /// Its anonymous volumes (an image `VOLUME`, a compose `- /path`), as (name, path
+    /// inside): Docker names them with 64 hex digits, and a second container of the
+    /// service would get fresh empty ones.
+    pub(crate) fn anonymous_volumes(&self) -> Vec<(String, String)> {
+        self.0
+            .mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter_map(|m| {
+                let name = m.name.clone()?;
+                let anonymous = name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+                anonymous.then(|| (name, m.destination.clone().unwrap_or_default()))
+            })
+            .collect()
+    }
+
     /// Its bind mounts, `source:target[:options]`.
     pub(crate) fn binds(&self) -> &[String] {
         self.0

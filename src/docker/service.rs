@@ -34,14 +34,6 @@ pub(crate) enum CurrentError {
         "compose service {project}/{service} has no running container; run `docker compose up -d` first"
     )]
     NotRunning { project: String, service: String },
-    #[error(
-        "compose service {project}/{service} has {count} running containers; hoist replaces exactly one (scale 1)"
-    )]
-    Several {
-        project: String,
-        service: String,
-        count: usize,
-    },
 }
 
 /// Where a service's containers are looked up: the engine, and the network Traefik reaches
@@ -67,30 +59,59 @@ pub(crate) async fn containers(
     ))
 }
 
-/// The one running container of the service.
+/// The running container that stands for the service (see [`single`]).
 pub(crate) async fn current(at: Lookup<'_>, s: &ServiceConfig) -> Result<Running, CurrentError> {
     let all = containers(at, s).await?;
     single(at, s, &all).await
 }
 
-/// The one running container among `all`.
+/// The running container among `all` that stands for the service: the lowest-numbered
+/// one (a service at scale N runs N of the same version after a rollout).
 pub(crate) async fn single(
     at: Lookup<'_>,
     s: &ServiceConfig,
     all: &ServiceContainers,
 ) -> Result<Running, CurrentError> {
-    match all.running.as_slice() {
-        [one] => Ok(inspect(at, s, one.id.as_deref().unwrap_or_default()).await?),
-        [] => Err(CurrentError::NotRunning {
+    let first = all.running.iter().min_by_key(|c| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(compose::NUMBER))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
+    match first {
+        Some(one) => Ok(inspect(at, s, one.id.as_deref().unwrap_or_default()).await?),
+        None => Err(CurrentError::NotRunning {
             project: s.compose_project.clone(),
             service: s.compose_service.clone(),
-        }),
-        many => Err(CurrentError::Several {
-            project: s.compose_project.clone(),
-            service: s.compose_service.clone(),
-            count: many.len(),
         }),
     }
+}
+
+/// Every running container among `all`, lowest container-number first: a service at scale
+/// N runs N of them.
+pub(crate) async fn all_running(
+    at: Lookup<'_>,
+    s: &ServiceConfig,
+    all: &ServiceContainers,
+) -> Result<Vec<Running>, CurrentError> {
+    if all.running.is_empty() {
+        return Err(CurrentError::NotRunning {
+            project: s.compose_project.clone(),
+            service: s.compose_service.clone(),
+        });
+    }
+    let mut out = Vec::new();
+    for c in &all.running {
+        out.push(inspect(at, s, c.id.as_deref().unwrap_or_default()).await?);
+    }
+    out.sort_by_key(|r| {
+        r.container
+            .label(compose::NUMBER)
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
+    Ok(out)
 }
 
 pub(crate) async fn inspect(

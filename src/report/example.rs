@@ -72,6 +72,7 @@ fn blank(name: &str) -> ServiceView {
         watching_until: None,
         held_back: None,
         paused: None,
+        compose_changed: false,
     }
 }
 

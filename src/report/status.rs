@@ -206,6 +206,10 @@ pub struct ServiceView {
     /// Automation paused by an operator: by whom, why, since when.
     #[serde(default)]
     pub paused: Option<Pause>,
+    /// The compose definition changed since the running container was created (its
+    /// config hash): `hoist deploy` would roll the change out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compose_changed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -258,7 +262,7 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         .and_then(|st| st.deploy_id)
         .and_then(|id| ctx.store.deploy(id).ok().flatten())
         .map(|d| d.trigger);
-    let (container, running_digest, health) = running(ctx, s).await;
+    let (container, running_digest, health, compose_changed) = running(ctx, s).await;
     let live = live.map(|l| l.get(&s.name)).unwrap_or_default();
     ServiceView {
         name: s.name.clone(),
@@ -295,13 +299,30 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         watching_until: live.watching_until,
         held_back,
         paused,
+        compose_changed,
     }
 }
 
-/// What Docker runs for `s` now: the container's name, its digest, and its health.
-async fn running(ctx: &Context, s: &ServiceConfig) -> (Option<String>, Option<String>, String) {
+/// What Docker runs for `s` now: the container's name, its digest, its health, and whether
+/// the compose definition changed since it was created.
+async fn running(
+    ctx: &Context,
+    s: &ServiceConfig,
+) -> (Option<String>, Option<String>, String, bool) {
     match crate::docker::service::current(ctx.lookup(), s).await {
         Ok(r) => {
+            let config = &ctx.config;
+            let changed = crate::docker::compose::cli::definition_changed(
+                &config.compose,
+                config.docker.host.as_deref(),
+                s,
+                &r.container,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(service = %s.name, error = %e, "Could not compare the compose definition with the running container");
+                false
+            });
             let status = r.status();
             let health = match (status.running, status.health) {
                 (false, _) => "down".to_string(),
@@ -312,10 +333,11 @@ async fn running(ctx: &Context, s: &ServiceConfig) -> (Option<String>, Option<St
                 Some(r.container.name()),
                 r.digest.map(|d| d.to_string()),
                 health,
+                changed,
             )
         }
-        Err(CurrentError::NotRunning { .. }) => (None, None, "down".to_string()),
-        Err(e) => (None, None, format!("unknown: {e}")),
+        Err(CurrentError::NotRunning { .. }) => (None, None, "down".to_string(), false),
+        Err(e) => (None, None, format!("unknown: {e}"), false),
     }
 }
 

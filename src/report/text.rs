@@ -108,8 +108,8 @@ fn status_row(s: &ServiceView, now: i64) -> [String; 8] {
     ]
 }
 
-/// Under the table: the first line of an unsuccessful last rollout's error, and the last
-/// poll's error.
+/// Under the table: the first line of an unsuccessful last rollout's error, a compose
+/// definition that changed since the containers were created, and the last poll's error.
 fn service_problems(s: &ServiceView) -> Vec<String> {
     let mut problems = Vec::new();
     // A failure whose digest is held back is told by its own line (the old version
@@ -126,6 +126,13 @@ fn service_problems(s: &ServiceView) -> Vec<String> {
         && !held(r.id)
     {
         problems.push(format!("{}: {}", s.name, e.lines().next().unwrap_or(e)));
+    }
+    if s.compose_changed {
+        problems.push(format!(
+            "{}: the compose definition changed since its containers were created; \
+             `hoist deploy {}` rolls it out",
+            s.name, s.name
+        ));
     }
     if let Some(e) = &s.last_poll_error {
         problems.push(format!("{}: poll: {e}", s.name));

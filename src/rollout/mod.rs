@@ -2,19 +2,22 @@
 //! named steps that the journal, the logs and the CLI all report by the same words.
 //!
 //! ```text
-//! resolve  target -> digest (registry); find the running container; refuse early
+//! resolve  target -> digest (registry); find the N running containers and the compose
+//!          project that created them; refuse early
 //! pull     image@digest
-//! start    new container beside the old one (same config, same Traefik labels)
-//! health   wait until Docker reports it healthy          -- fails: remove new, old untouched
-//! switch   Traefik lists the new server                  -- fails: drain + remove new
-//! drain    cut the old container's cord, wait until Traefik dropped it, wait `drain`,
-//!          stop (stop_timeout), remove                   -- fails before stop: old restored
+//! start    the project's compose creates N new containers beside the old ones
+//!          (`up -d --no-deps --no-recreate --scale service=2N`, the image in env_var)
+//! health   wait until Docker reports all N healthy       -- fails: remove new, old untouched
+//! switch   Traefik lists the new servers                 -- fails: drain + remove new
+//! drain    cut the old containers' cords, wait until Traefik dropped them, wait `drain`,
+//!          stop (their own stop signal and grace), remove -- fails before stop: old restored
 //! record   env file, current/previous digest, journal closed
 //! ```
 //!
 //! Every step is entered in the journal before it acts, so that after a crash `recover`
 //! knows how far a rollout got.
 
+mod definition;
 pub(crate) mod lock;
 mod observe;
 mod preflight;
@@ -27,7 +30,6 @@ use std::time::Instant;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::docker::compose::ServiceContainers;
 use crate::docker::drain::CordError;
 use crate::docker::engine::EngineError;
 use crate::docker::service::Running;
@@ -128,6 +130,9 @@ pub(crate) enum StepError {
     Routing(#[from] RoutingTimeout),
     #[error(transparent)]
     EnvFile(#[from] EnvFileError),
+    /// The compose CLI could not be found or run, or refused the project.
+    #[error("{0}")]
+    Compose(String),
     /// A check refused to go on (in resolve, before anything was changed; later, what the
     /// failed step had changed is undone like for any other failure).
     #[error("{0}")]
@@ -149,13 +154,32 @@ impl StepError {
 /// What the resolve step decided.
 struct Plan {
     resolved: Resolved,
-    old: Running,
-    containers: ServiceContainers,
+    /// The running containers, lowest container-number first.
+    old: Vec<Running>,
+    definition: definition::Definition,
+    /// Where Traefik routes the service's containers, from the running ones' labels.
+    route: crate::traefik::Route,
+}
+
+impl Plan {
+    fn old_ids(&self) -> Vec<String> {
+        self.old.iter().map(|o| o.id.clone()).collect()
+    }
+
+    /// Nothing to do: every container runs the target, from the current definition.
+    fn is_noop(&self) -> bool {
+        !self.definition.drift
+            && self
+                .old
+                .iter()
+                .all(|o| o.digest.as_ref() == Some(&self.resolved.digest))
+    }
 }
 
 /// A started new container.
 struct Started {
     id: String,
+    name: String,
     ip: Option<String>,
 }
 
@@ -231,9 +255,12 @@ impl Rollout<'_> {
         Scope::new(self.observer, step, &self.clocks)
     }
 
-    /// Takes the new container away again after a failed step.
-    async fn withdraw(&self, new: &Started, step: Step) -> Result<(), StepError> {
-        retire(self.ctx, self.service, &new.id, self.scope(step)).await
+    /// Takes the new containers away again after a failed step.
+    async fn withdraw(&self, new: &[Started], step: Step) -> Result<(), StepError> {
+        for n in new {
+            retire(self.ctx, self.service, &n.id, self.scope(step)).await?;
+        }
+        Ok(())
     }
 
     async fn execute(&self, target: &Target) -> Report {
@@ -244,7 +271,7 @@ impl Rollout<'_> {
             }
         };
         let to = Some(plan.resolved.digest.clone());
-        if plan.old.digest.as_ref() == Some(&plan.resolved.digest) {
+        if plan.is_noop() {
             return self.report(Outcome::Noop, None, to);
         }
         self.observer
@@ -260,7 +287,7 @@ impl Rollout<'_> {
         let new = match self.timed(Step::Start, self.start(&plan)).await {
             Ok(new) => new,
             Err(e) => {
-                let cleanup = self.discard_created().await;
+                let cleanup = self.discard_created(&plan).await;
                 return fail(Step::Start, Outcome::RolledBack, with_cleanup(e, cleanup));
             }
         };
@@ -274,14 +301,22 @@ impl Rollout<'_> {
             };
         }
 
-        if let Err(e) = self.timed(Step::Switch, self.switch(&new)).await {
+        if let Err(e) = self
+            .timed(Step::Switch, self.switch(&new, &plan.route))
+            .await
+        {
             let cleanup = self.withdraw(&new, Step::Switch).await;
             return fail(Step::Switch, Outcome::RolledBack, with_cleanup(e, cleanup));
         }
 
-        if let Err(e) = self.timed(Step::Drain, self.drain(&plan.old)).await {
-            // The old container was not stopped: give it its cord back and withdraw the new.
-            let restored = self.ctx.cord.restore(&plan.old.id).map_err(StepError::from);
+        if let Err(e) = self.timed(Step::Drain, self.drain(&plan)).await {
+            // The old containers were not stopped: give them their cords back and withdraw
+            // the new.
+            let restored = plan
+                .old
+                .iter()
+                .try_for_each(|o| self.ctx.cord.restore(&o.id))
+                .map_err(StepError::from);
             let cleanup = self.withdraw(&new, Step::Drain).await;
             return fail(
                 Step::Drain,

@@ -19,9 +19,10 @@ use crate::context::Context;
 use crate::docker::engine::{Health, short};
 use crate::image::Digest;
 use crate::rollout::lock::{LockError, ServiceLock};
-use crate::rollout::withdraw::{created_by, record_current, retire, take_out};
+use crate::rollout::withdraw::{created_beside, record_current, retire, split_ids, take_out};
 use crate::rollout::{Clocks, Quiet, Scope, Step, StepError};
 use crate::store::{Deploy, Outcome, StoreError};
+use crate::traefik;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RecoverError {
@@ -78,6 +79,9 @@ pub(crate) async fn service(ctx: &Context, service: &ServiceConfig) -> Result<()
     Ok(())
 }
 
+/// How many of a service's latest journal entries are searched for leftovers.
+const LEFTOVER_LOOKBACK: usize = 20;
+
 /// New containers of rollouts that failed or were rolled back, but whose cleanup failed
 /// too (say, the Docker engine went away mid-way), are withdrawn now: otherwise the
 /// service would have two containers and every later rollout would refuse to start.
@@ -89,26 +93,53 @@ async fn withdraw_leftovers(ctx: &Context, service: &ServiceConfig) -> Result<()
             service: service.name.clone(),
             source: e.into(),
         })?;
-    for (id, deploy_id) in all.created_by_hoist() {
-        let failed = ctx
-            .store
-            .deploy(deploy_id)?
-            .is_some_and(|d| d.outcome.is_failure());
+    let present: Vec<String> = all.all.iter().filter_map(|c| c.id.clone()).collect();
+    for deploy in ctx.store.deploys(Some(&service.name), LEFTOVER_LOOKBACK)? {
+        // A rollout that failed at `record` left its new containers serving on purpose.
+        let failed = deploy.outcome.is_failure() && deploy.step.as_deref() != Some("record");
         if !failed {
             continue;
         }
-        tracing::warn!(service = %service.name, deploy = deploy_id, container = short(id),
-            "Withdrawing a container left over by a failed rollout");
-        let clocks = Clocks::default();
-        retire(ctx, service, id, Scope::new(&Quiet, Step::Drain, &clocks))
-            .await
-            .map_err(|source| RecoverError::Step {
-                id: deploy_id,
-                service: service.name.clone(),
-                source,
-            })?;
+        for id in split_ids(deploy.new_container.as_deref()) {
+            if !present.contains(&id) {
+                continue;
+            }
+            tracing::warn!(service = %service.name, deploy = deploy.id, container = short(&id),
+                "Withdrawing a container left over by a failed rollout");
+            let clocks = Clocks::default();
+            retire(ctx, service, &id, Scope::new(&Quiet, Step::Drain, &clocks))
+                .await
+                .map_err(|source| RecoverError::Step {
+                    id: deploy.id,
+                    service: service.name.clone(),
+                    source,
+                })?;
+        }
     }
     Ok(())
+}
+
+/// The interrupted rollout's old containers (journaled) and new ones. The old containers
+/// are journaled before compose runs, so every other container of the service was created
+/// by this rollout; none exist before the start step.
+async fn containers_of(
+    ctx: &Context,
+    service: &ServiceConfig,
+    d: &Deploy,
+    step: Step,
+) -> Result<(Vec<String>, Vec<String>), StepError> {
+    let old_ids = split_ids(d.old_container.as_deref());
+    let mut new_ids = if step >= Step::Start && !old_ids.is_empty() {
+        created_beside(ctx, service, &old_ids).await?
+    } else {
+        Vec::new()
+    };
+    for id in split_ids(d.new_container.as_deref()) {
+        if !new_ids.contains(&id) && !old_ids.contains(&id) {
+            new_ids.push(id);
+        }
+    }
+    Ok((old_ids, new_ids))
 }
 
 async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<String, StepError> {
@@ -117,44 +148,47 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
         .as_deref()
         .and_then(Step::parse)
         .unwrap_or(Step::Resolve);
-    let mut new_ids = created_by(ctx, service, d.id).await?;
-    if let Some(id) = &d.new_container
-        && !new_ids.contains(id)
-    {
-        new_ids.push(id.clone());
+    let (old_ids, new_ids) = containers_of(ctx, service, d, step).await?;
+    let mut old = Vec::new();
+    for id in &old_ids {
+        if let Ok(container) = ctx.engine.inspect(id).await {
+            old.push((id.clone(), container));
+        }
     }
-    let old = match &d.old_container {
-        Some(id) => ctx.engine.inspect(id).await.ok().map(|i| (id.clone(), i)),
-        None => None,
-    };
     let prefix = format!("hoist stopped during {step}");
     let clocks = Clocks::default();
     let scope = Scope::new(&Quiet, step, &clocks);
 
-    let mut healthy_new = None;
+    let mut healthy_new = Vec::new();
     for id in &new_ids {
         if let Some(s) = ctx.engine.status(id).await?
             && s.running
             && s.health == Health::Healthy
         {
-            healthy_new = Some(id.clone());
+            healthy_new.push(id.clone());
         }
     }
     let digest = d.to_digest.as_deref().and_then(|t| Digest::parse(t).ok());
     if step >= Step::Switch
-        && let (Some(new), Some(digest)) = (healthy_new, digest)
+        && !healthy_new.is_empty()
+        && let Some(digest) = digest
     {
-        if let Some((old_id, container)) = &old {
-            let ip = container.ip_on(&ctx.config.traefik.network);
-            take_out(ctx, service, old_id, ip.as_deref(), scope).await?;
+        let serving: Vec<_> = old
+            .iter()
+            .map(|(id, c)| (id.clone(), c.ip_on(&ctx.config.traefik.network)))
+            .collect();
+        if let Some((_, first)) = old.first() {
+            let route = traefik::route(first.labels(), service.port);
+            take_out(ctx, service, &serving, &route, scope).await?;
         }
-        for other in new_ids.iter().filter(|id| **id != new) {
+        for other in new_ids.iter().filter(|id| !healthy_new.contains(id)) {
             retire(ctx, service, other, scope).await?;
         }
         record_current(ctx, service, d.to_tag.as_deref(), &digest, d.id)?;
+        let shorts: Vec<&str> = healthy_new.iter().map(|id| short(id)).collect();
         return Ok(format!(
-            "{prefix}; recovery completed the rollout: {} serves {}",
-            short(&new),
+            "{prefix}; recovery completed the rollout: {} serve(s) {}",
+            shorts.join(", "),
             digest.short()
         ));
     }
@@ -162,27 +196,31 @@ async fn recover(ctx: &Context, service: &ServiceConfig, d: &Deploy) -> Result<S
     for id in &new_ids {
         retire(ctx, service, id, scope).await?;
     }
-    match &old {
-        Some((old_id, container)) => {
-            ctx.cord.restore(old_id)?;
-            if !container.status().running {
-                ctx.engine.start(old_id).await?;
-            }
-            Ok(format!(
-                "{prefix}; recovery withdrew the new container; {} keeps serving {}",
-                short(old_id),
-                d.from_digest
-                    .as_deref()
-                    .map_or("the old version", crate::image::short_hex_prefixed)
-            ))
-        }
-        None if d.old_container.is_none() => Ok(format!("{prefix}; nothing had been changed yet")),
-        None => Ok(format!(
-            "{prefix}; the old container is gone and the new one was not healthy: \
-             no container serves {}; run `docker compose up -d`",
-            service.name
-        )),
+    if old.is_empty() {
+        return Ok(if old_ids.is_empty() {
+            format!("{prefix}; nothing had been changed yet")
+        } else {
+            format!(
+                "{prefix}; the old containers are gone and the new ones were not healthy: \
+                 no container serves {}; run `docker compose up -d`",
+                service.name
+            )
+        });
     }
+    for (id, container) in &old {
+        ctx.cord.restore(id)?;
+        if !container.status().running {
+            ctx.engine.start(id).await?;
+        }
+    }
+    let shorts: Vec<&str> = old.iter().map(|(id, _)| short(id)).collect();
+    Ok(format!(
+        "{prefix}; recovery withdrew the new container(s); {} keep(s) serving {}",
+        shorts.join(", "),
+        d.from_digest
+            .as_deref()
+            .map_or("the old version", crate::image::short_hex_prefixed)
+    ))
 }
 
 /// Removes cut markers of containers that no longer exist.

@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
-use crate::docker::compose;
 use crate::docker::drain;
 use crate::docker::engine::{EngineError, Health, short};
 use crate::envfile;
 use crate::fault;
 use crate::image::Digest;
-use crate::traefik::{Confirmation, Routing};
+use crate::traefik::{self, Confirmation, Route, Routing};
 
 use super::{Scope, StepError};
 
@@ -45,80 +44,118 @@ pub(super) fn record_current(
     Ok(detail)
 }
 
-/// Takes a serving container out of Traefik's pool, lets in-flight requests finish, then
-/// stops and removes it: cut its cord, wait until Docker reports it unhealthy, wait until
-/// Traefik dropped it, wait the service's `drain`, stop with `stop_timeout`, remove.
+/// A serving container to take out: its id and its address on the Traefik network.
+pub(super) type Serving = (String, Option<String>);
+
+/// Takes serving containers out of Traefik's pool, lets in-flight requests finish, then
+/// stops and removes them: cut their cords, wait until Docker reports each unhealthy, wait
+/// until Traefik dropped each, wait the service's `drain`, stop them (with their own stop
+/// signal and grace period, as compose does, unless `stop_timeout` says otherwise),
+/// remove. All of them at once: a service at scale N loses N old containers in the time
+/// of one.
 pub(super) async fn take_out(
     ctx: &Context,
     service: &ServiceConfig,
-    id: &str,
-    ip: Option<&str>,
+    containers: &[Serving],
+    route: &Route,
     scope: Scope<'_>,
 ) -> Result<String, StepError> {
-    ctx.cord.cut(id)?;
+    for (id, _) in containers {
+        ctx.cord.cut(id)?;
+    }
     fault::point("drain:cut");
     let clock = Instant::now();
     // Enough for RETRIES failed probes even if each one times out, plus scheduling slack.
     let patience =
         (drain::INTERVAL + drain::TIMEOUT) * drain::RETRIES as u32 + Duration::from_secs(5);
-    let left_pool = scope.wait(async {
-        loop {
-            match ctx.engine.status(id).await? {
-                None => break,
-                Some(s) if !s.running || s.health != Health::Healthy => break,
-                Some(_) if clock.elapsed() > patience => {
-                    return Err(StepError::Refused(format!(
-                        "container {} still reports healthy {}s after its cord was cut; \
-                         is {} mounted?",
-                        short(id),
-                        patience.as_secs(),
-                        ctx.cord.bind()
-                    )));
-                }
-                Some(_) => {}
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<(), StepError>(())
-    });
-    left_pool.await?;
+    for (id, _) in containers {
+        scope.wait(left_pool(ctx, id, clock, patience)).await?;
+    }
     let unhealthy_after = clock.elapsed();
-    scope.progress(&format!("{} left the pool; waiting for Traefik", short(id)));
-    let how = match ip {
-        Some(ip) => {
-            let url = Routing::server_url(ip, service.port);
-            scope
-                .wait(ctx.routing.await_server(&service.name, &url, false))
-                .await?
+    let ids: Vec<&str> = containers.iter().map(|(id, _)| short(id)).collect();
+    let ids = ids.join(", ");
+    scope.progress(&format!("{ids} left the pool; waiting for Traefik"));
+    let mut how = Confirmation::Api;
+    for (_, ip) in containers {
+        let seen = match ip {
+            Some(ip) => {
+                let url = Routing::server_url(ip, route.port);
+                scope
+                    .wait(
+                        ctx.routing
+                            .await_server(route.service.as_deref(), &url, false),
+                    )
+                    .await?
+            }
+            None => {
+                scope
+                    .wait(tokio::time::sleep(ctx.routing.settle_time()))
+                    .await;
+                Confirmation::Waited
+            }
+        };
+        if seen == Confirmation::Waited {
+            how = Confirmation::Waited;
         }
-        None => {
-            scope
-                .wait(tokio::time::sleep(ctx.routing.settle_time()))
-                .await;
-            Confirmation::Waited
-        }
-    };
+    }
     scope.progress(&format!(
         "letting in-flight requests finish ({}s)",
         service.drain.as_secs()
     ));
     scope.wait(tokio::time::sleep(service.drain)).await;
-    scope
-        .wait(ctx.engine.stop(id, service.stop_timeout))
-        .await?;
+    let stops = containers
+        .iter()
+        .map(|(id, _)| ctx.engine.stop(id, service.stop_timeout));
+    for stopped in scope.wait(futures_util::future::join_all(stops)).await {
+        stopped?;
+    }
     fault::point("drain:stopped");
-    scope.engine(ctx.engine.remove(id)).await?;
-    ctx.cord.restore(id)?;
+    for (id, _) in containers {
+        // With fresh_anonymous_volumes the new containers got empty ones: the old ones'
+        // would be orphans.
+        let volumes = service.fresh_anonymous_volumes;
+        scope.engine(ctx.engine.remove(id, volumes)).await?;
+        ctx.cord.restore(id)?;
+    }
     Ok(format!(
-        "{} unhealthy after {:.1}s, {} Traefik, drained {}s, stopped and removed",
-        short(id),
+        "{ids} unhealthy after {:.1}s, {} Traefik, drained {}s, stopped{} and removed",
         unhealthy_after.as_secs_f64(),
         match how {
             Confirmation::Api => "confirmed gone from",
             Confirmation::Waited => "waited out",
         },
-        service.drain.as_secs()
+        service.drain.as_secs(),
+        match service.stop_timeout {
+            Some(t) => format!(" (stop_timeout {}s)", t.as_secs()),
+            None => String::new(),
+        }
     ))
+}
+
+/// Waits until a container whose cord was cut is no longer healthy (or gone).
+async fn left_pool(
+    ctx: &Context,
+    id: &str,
+    clock: Instant,
+    patience: Duration,
+) -> Result<(), StepError> {
+    loop {
+        match ctx.engine.status(id).await? {
+            None => return Ok(()),
+            Some(s) if !s.running || s.health != Health::Healthy => return Ok(()),
+            Some(_) if clock.elapsed() > patience => {
+                return Err(StepError::Refused(format!(
+                    "container {} still reports healthy {}s after its cord was cut; \
+                     is {} mounted?",
+                    short(id),
+                    patience.as_secs(),
+                    ctx.cord.bind()
+                )));
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Withdraws a new container after a failed step. If it may be in Traefik's pool (healthy),
@@ -137,28 +174,43 @@ pub(super) async fn retire(
     let status = container.status();
     if status.running && status.health == Health::Healthy {
         let ip = container.ip_on(&ctx.config.traefik.network);
-        take_out(ctx, service, id, ip.as_deref(), scope).await?;
+        let route = traefik::route(container.labels(), service.port);
+        take_out(ctx, service, &[(id.to_string(), ip)], &route, scope).await?;
     } else {
-        scope.engine(ctx.engine.remove(id)).await?;
+        // A new container's anonymous volumes were created empty for it.
+        scope.engine(ctx.engine.remove(id, true)).await?;
         ctx.cord.restore(id)?;
     }
     tracing::info!(service = %service.name, container = short(id), "Removed the new container; the old one keeps serving");
     Ok(())
 }
 
-/// The ids of the containers of `service` created by journal entry `deploy_id`. Journal ids are only
-/// unique within one state database, so the compose labels narrow the search to this
-/// service (another hoist, e.g. a test, may use the same ids on the same engine).
-pub(super) async fn created_by(
+/// The containers of `service` (any state) that are not among `old`: those compose created
+/// for a rollout whose old containers were `old`. The service's lock keeps other rollouts
+/// from creating any meanwhile.
+pub(super) async fn created_beside(
     ctx: &Context,
     service: &ServiceConfig,
-    deploy_id: i64,
+    old: &[String],
 ) -> Result<Vec<String>, EngineError> {
-    ctx.engine
-        .container_ids_with_labels(&[
-            (compose::PROJECT, &service.compose_project),
-            (compose::SERVICE, &service.compose_service),
-            (compose::DEPLOY_LABEL, &deploy_id.to_string()),
-        ])
-        .await
+    let all = crate::docker::service::containers(ctx.lookup(), service).await?;
+    Ok(all
+        .all
+        .into_iter()
+        .filter_map(|c| c.id)
+        .filter(|id| !old.contains(id))
+        .collect())
+}
+
+/// The journal keeps a rollout's old and new containers as one text each, ids separated
+/// by spaces (a service at scale N has N of each).
+pub(super) fn join_ids<S: AsRef<str>>(ids: &[S]) -> String {
+    ids.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+}
+
+pub(super) fn split_ids(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }

@@ -134,7 +134,7 @@ async fn shipped_config_and_unit_pass_check_config_before_the_unit_runs() {
 
     let run = hoist(&config, &["labels", "web-stage"], &[]).await;
     run.assert_code(0);
-    run.assert_stdout("traefik.http.routers.web-stage.rule");
+    run.assert_stdout("traefik.http.routers.shop-web-stage.rule");
 
     // README step 5: the secrets, in the unit's credential sources.
     for credential in ["ghcr", "webhook-secret", "admin-token"] {
@@ -188,7 +188,7 @@ async fn commands_that_need_no_secret_work_where_the_secrets_cannot_be_read() {
 
     let run = hoist(&config, &["labels", "web"], &[]).await;
     run.assert_code(0);
-    run.assert_stdout("traefik.http.routers.web.rule: \"Host(`web.example.com`)\"");
+    run.assert_stdout("traefik.http.routers.shop-web.rule: \"Host(`web.example.com`)\"");
     let run = hoist(&config, &["history"], &[]).await;
     run.assert_code(0);
     run.assert_stdout("no rollouts recorded yet");
@@ -274,7 +274,7 @@ async fn labels_fragment_is_valid_compose_yaml() {
     run.assert_code(0);
     assert!(
         run.stdout
-            .contains("traefik.http.routers.web.rule: \"Host(`web.example.com`)\""),
+            .contains("traefik.http.routers.shop-web.rule: \"Host(`web.example.com`)\""),
         "{}",
         run.text()
     );
@@ -299,7 +299,7 @@ async fn labels_fragment_is_valid_compose_yaml() {
         assert!(
             text.lines().any(|l| l
                 .trim()
-                .strip_prefix("traefik.http.services.web.loadbalancer.server.port:")
+                .strip_prefix("traefik.http.services.shop-web.loadbalancer.server.port:")
                 .is_some_and(|v| v.trim().trim_matches(['\'', '"']) == "8000")),
             "{compose}: {text}"
         );

@@ -16,6 +16,7 @@ mod support;
 
 mod automation;
 mod cli;
+mod compose;
 mod connections;
 mod crash;
 mod deliveries;

@@ -204,7 +204,7 @@ async fn env_file_keeps_compose_on_the_deployed_digest_and_rollback_returns() {
     // An operator's `docker compose up -d` must not roll the service back to v1.
     f.compose_up();
     f.traefik
-        .wait_for_servers(SERVICE, 1, SERVE_WAIT)
+        .wait_for_servers(&f.traefik_service(SERVICE), 1, SERVE_WAIT)
         .await
         .expect("compose's container is routed");
     assert_eq!(f.running_image(), f.pinned("v2"));

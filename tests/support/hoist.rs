@@ -118,12 +118,15 @@ pub struct Options {
     /// More top-level TOML (e.g. `[server]`, `[github]`).
     pub config_extra: String,
     pub drain: &'static str,
+    /// Empty: no `stop_timeout`, so the containers' own grace applies.
     pub stop_timeout: &'static str,
     pub health_timeout: &'static str,
     /// Paste `hoist labels` output into the compose file.
     pub fragment: bool,
     /// More YAML under the service (indented 4 spaces).
     pub compose_extra: &'static str,
+    /// Containers of the service (`scale:` in the compose file when more than 1).
+    pub replicas: usize,
     /// More TOML in the service's table.
     pub service_extra: &'static str,
     /// What the service tracks.
@@ -165,6 +168,7 @@ impl Default for Options {
             health_timeout: "20s",
             fragment: true,
             compose_extra: "",
+            replicas: 1,
             service_extra: "",
             track: "v2",
             edit_fragment: |f| f,
@@ -242,17 +246,26 @@ impl Fixture {
         fixture.compose_up();
         fixture
             .traefik
-            .wait_for_servers(SERVICE, 1, Duration::from_secs(60))
+            .wait_for_servers(
+                &fixture.traefik_service(SERVICE),
+                fixture.options.replicas,
+                Duration::from_secs(60),
+            )
             .await
-            .expect("the compose-started container is routed");
+            .expect("the compose-started containers are routed");
         if fixture.options.prod {
             fixture
                 .traefik
-                .wait_for_servers(PROD, 1, Duration::from_secs(60))
+                .wait_for_servers(&fixture.traefik_service(PROD), 1, Duration::from_secs(60))
                 .await
                 .expect("the compose-started prod container is routed");
         }
         fixture
+    }
+
+    /// The Traefik service (and router) name `hoist labels` gives a hoist service.
+    pub fn traefik_service(&self, service: &str) -> String {
+        format!("{}-{service}", self.project.name)
     }
 
     /// The registry as hoist and compose address it (the gateway when there is one).
@@ -320,16 +333,21 @@ impl Fixture {
         } else {
             registries.to_string()
         };
+        let stop_timeout = if o.stop_timeout.is_empty() {
+            String::new()
+        } else {
+            format!("stop_timeout = \"{}\"\n", o.stop_timeout)
+        };
         let prod = if o.prod {
             format!(
-                "\n[[services]]\nname = \"{PROD}\"\nenvironment = \"prod\"\ncompose_project = \"{project}\"\nimage = \"{repo}\"\ntrack = \"{track}\"\nhost = \"prod.{host}\"\nport = 8000\n{health}health_timeout = \"{health_timeout}\"\ndrain = \"{drain}\"\nstop_timeout = \"{stop_timeout}\"\nenv_file = \"{env_file}\"\nenv_var = \"WEB_PROD_IMAGE\"\npromote_from = \"{SERVICE}\"\n{extra}\n",
+                "\n[[services]]\nname = \"{PROD}\"\nenvironment = \"prod\"\ncompose_project = \"{project}\"\nimage = \"{repo}\"\ntrack = \"{track}\"\nhost = \"prod.{host}\"\nport = 8000\n{health}health_timeout = \"{health_timeout}\"\ndrain = \"{drain}\"\n{stop_timeout}env_file = \"{env_file}\"\nenv_var = \"WEB_PROD_IMAGE\"\npromote_from = \"{SERVICE}\"\n{extra}\n",
                 project = self.project.name,
                 repo = self.repo,
                 track = o.track,
                 host = self.host,
                 health_timeout = o.health_timeout,
                 drain = o.drain,
-                stop_timeout = o.stop_timeout,
+                stop_timeout = stop_timeout,
                 env_file = self.project.env_file().display(),
                 extra = o.prod_extra,
             )
@@ -345,6 +363,9 @@ network = "{network}"
 entrypoints = ["websecure"]
 throttle = "2s"
 {api}
+[compose]
+command = [{compose_command}]
+
 {auth}[[services]]
 name = "{SERVICE}"
 environment = "stage"
@@ -356,8 +377,7 @@ host = "{host}"
 port = 8000
 {health}health_timeout = "{health_timeout}"
 drain = "{drain}"
-stop_timeout = "{stop_timeout}"
-env_file = "{env_file}"
+{stop_timeout}env_file = "{env_file}"
 env_var = "WEB_IMAGE"
 {extra}
 {prod}
@@ -370,11 +390,19 @@ env_var = "WEB_IMAGE"
             host = self.host,
             health_timeout = o.health_timeout,
             drain = o.drain,
-            stop_timeout = o.stop_timeout,
+            stop_timeout = stop_timeout,
             env_file = self.project.env_file().display(),
             extra = o.service_extra,
             track = o.track,
             config_extra = o.config_extra,
+            compose_command = self
+                .project
+                .compose
+                .program()
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         std::fs::write(&self.config, text).expect("write hoist.toml");
     }
@@ -385,6 +413,22 @@ env_var = "WEB_IMAGE"
         if self.options.prod {
             services.push((PROD, "WEB_PROD_IMAGE"));
         }
+        let scale = if self.options.replicas > 1 {
+            format!("    scale: {}\n", self.options.replicas)
+        } else {
+            String::new()
+        };
+        if !self.options.health_path {
+            // `hoist labels` wraps the image's own HEALTHCHECK when Docker has the image,
+            // as an operator's engine does after `docker compose pull`.
+            let reference = format!("{}:{}", self.repo, self.options.track);
+            let out = std::process::Command::new("docker")
+                .env("DOCKER_CONFIG", self.docker_config_dir())
+                .args(["pull", &reference])
+                .output()
+                .expect("docker pull");
+            assert!(out.status.success(), "docker pull {reference}: {out:?}");
+        }
         for (name, var) in services {
             let fragment = if self.options.fragment {
                 let run = self.hoist(&["labels", name]).await;
@@ -394,7 +438,7 @@ env_var = "WEB_IMAGE"
                 String::new()
             };
             yaml.push_str(&format!(
-                "  {name}:\n    image: ${{{var}}}\n    restart: unless-stopped\n    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n{fragment}{extra}",
+                "  {name}:\n    image: ${{{var}}}\n    restart: unless-stopped\n    environment:\n      APP_SETTING: from-compose\n    networks:\n      - web\n{scale}{fragment}{extra}",
                 extra = self.options.compose_extra,
             ));
         }

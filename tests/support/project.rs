@@ -23,12 +23,21 @@ pub enum Compose {
 }
 
 impl Compose {
+    /// The program (what hoist.toml's `[compose] command` names).
+    pub fn program(self) -> Vec<String> {
+        match self {
+            Compose::V1 => vec!["docker-compose".into()],
+            Compose::V2 => vec![
+                super::tool("HOIST_COMPOSE_V2", "docker-compose-v2")
+                    .display()
+                    .to_string(),
+            ],
+        }
+    }
+
     /// The command with its global flags (no colours), before `-p` and `-f`.
     pub fn command(self) -> Command {
-        let mut command = match self {
-            Compose::V1 => Command::new("docker-compose"),
-            Compose::V2 => Command::new(super::tool("HOIST_COMPOSE_V2", "docker-compose-v2")),
-        };
+        let mut command = Command::new(&self.program()[0]);
         command.args(["--ansi", "never"]);
         command
     }

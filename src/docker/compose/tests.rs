@@ -1,8 +1,8 @@
-//! Compose naming and building a new container from a running one.
+//! Compose naming and what keeps a container from having a twin.
 
 use super::*;
 use bollard::models::{
-    ContainerConfig, ContainerInspectResponse, HostConfig, ImageInspect, NetworkSettings,
+    ContainerConfig, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkSettings,
 };
 
 #[test]
@@ -14,7 +14,6 @@ fn recognises_compose_naming() {
     assert_eq!(naming("shop-web-12", "shop", "web"), Some(Naming::Dash));
     assert_eq!(naming("my-web", "shop", "web"), None);
     assert_eq!(naming("shop_web_", "shop", "web"), None);
-    assert_eq!(numbered_name(Naming::Dash, "shop", "web", 3), "shop-web-3");
 }
 
 /// A container compose started from the v1 image: its env and CMD are partly the image's,
@@ -65,45 +64,6 @@ fn compose_container() -> Container {
 }
 
 #[test]
-fn new_container_keeps_compose_settings_and_takes_new_image_defaults() {
-    let old = compose_container();
-    let old_image = LocalImage::from(ImageInspect {
-        config: Some(ImageConfig {
-            env: Some(vec!["PATH=/bin".into(), "DEMO_VERSION=v1".into()]),
-            cmd: Some(vec!["/demo".into()]),
-            labels: Some(HashMap::from([(
-                "org.opencontainers.image.version".into(),
-                "v1".into(),
-            )])),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let traefik = BTreeMap::from([("traefik.enable".to_string(), "true".to_string())]);
-    let new = build(Template {
-        old: &old,
-        old_image: Some(&old_image),
-        image: "r/web@sha256:x",
-        traefik_labels: &traefik,
-        healthcheck: HealthConfig::default(),
-        name: "shop_web_2".into(),
-        number: 2,
-        deploy_id: 7,
-    });
-    let body = new.body;
-    assert_eq!(body.hostname, None);
-    assert_eq!(body.env, Some(vec!["DB=postgres://db".to_string()]));
-    assert_eq!(body.cmd, None, "the new image's CMD applies");
-    let labels = body.labels.unwrap();
-    assert_eq!(labels[NUMBER], "2");
-    assert_eq!(labels[DEPLOY_LABEL], "7");
-    assert!(!labels.contains_key("org.opencontainers.image.version"));
-    let host = body.host_config.unwrap();
-    assert_eq!(host.binds.unwrap(), vec!["/var/lib/hoist/drain:/hoist:ro"]);
-    assert_eq!(host.masked_paths, None);
-    let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
-    assert_eq!(endpoints["shop_web"].aliases, Some(vec!["web".to_string()]));
-    assert_eq!(endpoints["shop_web"].ip_address, None);
-    assert_eq!(new.extra_networks.len(), 1);
-    assert_eq!(new.extra_networks[0].0, "shop_db");
+fn a_compose_container_can_have_a_twin() {
+    assert!(side_by_side_blockers(&compose_container(), "shop", "web").is_empty());
 }

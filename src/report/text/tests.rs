@@ -138,3 +138,23 @@ fn how_a_rollout_ended() {
         "web failed: - step failed (deploy #4)"
     );
 }
+
+#[test]
+fn a_changed_compose_definition_is_listed_under_the_table() {
+    let mut doc = example();
+    doc.services[0].compose_changed = true;
+    let name = doc.services[0].name.clone();
+    let table = format_status(&doc);
+    assert!(
+        table.contains(&format!(
+            "! {name}: the compose definition changed since its containers were created; \
+             `hoist deploy {name}` rolls it out"
+        )),
+        "{table}"
+    );
+    assert!(
+        status_json(&doc)
+            .unwrap()
+            .contains("\"compose_changed\": true")
+    );
+}
