@@ -396,7 +396,8 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
     assert_eq!(f.running_image(), f.pinned("v2"));
     assert!(
         status(&d).await["watching_until"].is_i64(),
-        "the window is still open"
+        "the window is still open:\n{}",
+        d.log()
     );
 
     // The watch looks again (after 2, 4, 8, 16 s): twice after the deploy is enough to
