@@ -383,6 +383,10 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
             .map(|r| r.0)
             .collect::<Vec<Instant>>()
     };
+    // Compose pulled `main` through the gateway, and Docker names that image by another
+    // digest than the registry gives the tag: hoist would see it as out of date. A rollout
+    // of the track first leaves the service pinned to the tag's digest.
+    f.deploy("main").await.assert_code(0);
     let reply = d.deliver("push", "push-1", &push_event(REPO, "main")).await;
     assert_eq!(reply.status, 202, "{:?}", reply.body);
     let run = hoist(
@@ -396,7 +400,8 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
     assert_eq!(f.running_image(), f.pinned("v2"));
     assert!(
         status(&d).await["watching_until"].is_i64(),
-        "the window is still open"
+        "the window is still open:\n{}",
+        d.log()
     );
 
     // The watch looks again (after 2, 4, 8, 16 s): twice after the deploy is enough to
@@ -411,8 +416,51 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let history = f.history().await;
-    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history.len(), 2, "{history:#?}");
     assert_eq!(history[0]["trigger"], "api deploy");
     assert_eq!(f.running_image(), f.pinned("v2"));
     assert_eq!(status(&d).await["paused"]["by"], "api deploy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_that_is_not_the_images_is_retried_with_backoff_and_holds_nothing() {
+    // The running container's Traefik labels differ from hoist's: every rollout is refused
+    // at resolve, whatever the digest.
+    let (f, d) = polled(Options {
+        edit_fragment: |f| f.replace("retry.attempts: \"3\"", "retry.attempts: \"5\""),
+        ..tracking_main()
+    })
+    .await;
+    let digest = push_main(&f, Variant::V2).await;
+    let history = f
+        .wait_history("three refused rollouts", WAIT, |h| finished(h, 3))
+        .await;
+    for h in &history {
+        assert_eq!(
+            (
+                h["outcome"].as_str(),
+                h["step"].as_str(),
+                h["trigger"].as_str()
+            ),
+            (Some("failed"), Some("resolve"), Some("poll")),
+            "{h:#}"
+        );
+        assert!(h["note"].is_null(), "nothing held back: {h:#}");
+    }
+    // Newest first: the waits between the attempts were 10 s, then 20 s (each plus up to
+    // a poll interval), not the poll interval.
+    let started = |i: usize| history[i]["started_at"].as_i64().unwrap();
+    let (first, second) = (started(1) - started(2), started(0) - started(1));
+    println!("refused rollouts {first} ms and {second} ms apart with 1 s polling");
+    assert!((10_000..14_000).contains(&first), "{first} ms");
+    assert!((20_000..24_000).contains(&second), "{second} ms");
+    let web = status(&d).await;
+    assert!(web["held_back"].is_null(), "{web:#}");
+    assert_eq!(web["state"], "failed", "a problem to fix: {web:#}");
+    assert!(
+        d.log().contains("automation tries again after a backoff"),
+        "{}",
+        d.log()
+    );
+    assert_ne!(status(&d).await["running_digest"], digest.as_str());
 }
