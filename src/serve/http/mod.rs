@@ -22,10 +22,10 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
 use crate::github::webhook::{self, Event};
 use crate::report::status::Status;
 use crate::rollout::Target;
+use crate::serve::live::Live;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::store::deliveries::Deliveries;
@@ -37,7 +37,8 @@ use intake::{Claimed, Intake};
 /// Everything the handlers share.
 #[derive(Clone)]
 pub(crate) struct App {
-    pub ctx: Context,
+    /// The running config and context; each handler takes a snapshot.
+    pub live: Live,
     pub deliveries: Arc<Deliveries>,
     pub queue: Queue,
     pub watches: Watches,
@@ -82,11 +83,12 @@ async fn healthz() -> Response {
 /// Ready when the Docker engine and the state database answer. The body says which one
 /// does not; the log says why.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let docker = app.ctx.engine.ping().await;
+    let ctx = app.live.now();
+    let docker = ctx.engine.ping().await;
     if let Err(e) = &docker {
         tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
     }
-    let store = app.ctx.store.ping();
+    let store = ctx.store.ping();
     if let Err(e) = &store {
         tracing::warn!(error = %e, "Not ready: the state database does not answer");
     }
@@ -156,7 +158,8 @@ async fn read_delivery<'a>(
     headers: &'a HeaderMap,
     body: Body,
 ) -> Result<Delivery<'a>, ApiError> {
-    let checked = match app.ctx.config.github.webhook_secret.as_ref() {
+    let ctx = app.live.now();
+    let checked = match ctx.config.github.webhook_secret.as_ref() {
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "webhooks are not configured (set github.webhook_secret_file)",
@@ -174,7 +177,7 @@ async fn read_delivery<'a>(
     ) = match checked {
         Ok(checked) => checked,
         Err(refused) => {
-            intake::linger(body);
+            app.intake.linger(body);
             return Err(refused);
         }
     };
@@ -268,7 +271,8 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
     let mut reasons = Vec::new();
     let mut actions = Vec::new();
     let trigger = format!("webhook {} (delivery {})", shown(event), shown(delivery));
-    for s in &app.ctx.config.services {
+    let ctx = app.live.now();
+    for s in &ctx.config.services {
         if let Err(reason) = webhook::concerns(s, parsed) {
             reasons.push(reason);
             continue;
@@ -296,7 +300,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
                     ..Job::new(Target::Track, trigger.clone())
                 };
                 app.watches
-                    .start(&app.ctx, &app.queue, &app.status, s, job, &app.stop);
+                    .start(&ctx, &app.queue, &app.status, s, job, &app.stop);
                 changed = true;
                 format!(
                     "watching the registry for up to {}",

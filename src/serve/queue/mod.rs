@@ -26,6 +26,7 @@ use crate::rollout::lock::LockError;
 use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
 use crate::serve::automation::{self, Automation};
+use crate::serve::live::Live;
 use crate::store::PendingRow;
 
 pub(crate) use job::{Expected, Job, Submitted};
@@ -43,11 +44,13 @@ pub(crate) struct Queue {
 }
 
 struct Inner {
-    ctx: Context,
+    live: Live,
+    /// The state, fixed for the process's life (a reload keeps `state.dir`).
+    store: crate::store::Store,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
-    deployments: Deployments,
-    notifier: Notifier,
+    /// Rebuilt from the config on a reload (their tokens and URLs may have changed).
+    reporters: Mutex<Reporters>,
     /// What automation may deploy: asked before an automatic job runs, told how each ended.
     automation: Automation,
     slots: Mutex<HashMap<String, Slot>>,
@@ -60,6 +63,27 @@ struct Inner {
     stop: CancellationToken,
 }
 
+/// Who hears about a rollout: GitHub Deployments and the chat.
+#[derive(Clone)]
+struct Reporters {
+    deployments: Deployments,
+    notifier: Notifier,
+}
+
+impl Reporters {
+    fn new(ctx: &Context, reports: &TaskTracker, abandoned: &CancellationToken) -> Reporters {
+        Reporters {
+            deployments: Deployments::new(
+                &ctx.config,
+                ctx.store.clone(),
+                reports.clone(),
+                abandoned.clone(),
+            ),
+            notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     busy: bool,
@@ -68,27 +92,24 @@ struct Slot {
 
 impl Queue {
     pub(crate) fn new(
-        ctx: Context,
+        live: Live,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Queue {
+        let ctx = live.now();
+        // Fixed for the process's life: a reload keeps `server.max_parallel`.
         let permits = Semaphore::new(ctx.config.server.max_parallel);
         let reports = TaskTracker::new();
         let abandoned = CancellationToken::new();
         Queue {
             inner: Arc::new(Inner {
-                deployments: Deployments::new(
-                    &ctx.config,
-                    ctx.store.clone(),
-                    reports.clone(),
-                    abandoned.clone(),
-                ),
-                notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+                reporters: Mutex::new(Reporters::new(&ctx, &reports, &abandoned)),
                 automation: Automation::default(),
                 reports,
                 abandoned,
-                ctx,
+                store: ctx.store.clone(),
+                live,
                 status,
                 metrics,
                 slots: Mutex::new(HashMap::new()),
@@ -152,24 +173,33 @@ impl Queue {
         Submitted::Started
     }
 
+    /// After a reload: GitHub and chat reports of rollouts starting from now use the
+    /// config in `ctx`; running ones keep what they began with.
+    pub(crate) fn reconfigure(&self, ctx: &Context) {
+        let inner = &self.inner;
+        *crate::util::lock(&inner.reporters) =
+            Reporters::new(ctx, &inner.reports, &inner.abandoned);
+    }
+
     fn persist(&self, row: &PendingRow) {
-        if let Err(e) = self.inner.ctx.store.save_pending(row) {
+        if let Err(e) = self.inner.store.save_pending(row) {
             tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
         }
     }
 
     /// Re-submits the triggers that were waiting when the daemon last stopped.
     pub(crate) fn restore(&self) {
-        match self.inner.ctx.store.pending() {
+        let ctx = self.inner.live.now();
+        match ctx.store.pending() {
             Ok(rows) => {
                 for row in rows {
                     match Job::from_row(&row) {
-                        Some(job) if self.inner.ctx.config.service(&row.service).is_ok() => {
+                        Some(job) if ctx.config.service(&row.service).is_ok() => {
                             tracing::info!(service = %row.service, trigger = %row.trigger, "Resuming a trigger that was waiting at the last stop");
                             self.submit(&row.service, job);
                         }
                         _ => {
-                            let _ = self.inner.ctx.store.clear_pending(&row.service);
+                            let _ = ctx.store.clear_pending(&row.service);
                         }
                     }
                 }
@@ -218,8 +248,10 @@ impl Queue {
             let Ok(permit) = self.inner.permits.acquire().await else {
                 return;
             };
-            let _ = self.inner.ctx.store.clear_pending(&service);
-            self.run(&service, &job).await;
+            // Each rollout runs with the config as it is when it starts.
+            let ctx = self.inner.live.now();
+            let _ = self.inner.store.clear_pending(&service);
+            self.run(&ctx, &service, &job).await;
             drop(permit);
             // Let triggers that keep arriving (a storm of deliveries) gather for a moment:
             // then a flood costs one check per DEBOUNCE, not one per rollout's length.
@@ -247,25 +279,27 @@ impl Queue {
     }
 
     /// One job: verify a package event's claim, roll out, announce the result.
-    async fn run(&self, service: &str, job: &Job) {
-        let Ok(config) = self.inner.ctx.config.service(service) else {
+    async fn run(&self, ctx: &Context, service: &str, job: &Job) {
+        let Ok(config) = ctx.config.service(service) else {
+            tracing::info!(service, trigger = %job.trigger, "Not deploying: the service is no longer in the config");
+            self.delivery_outcome(job, "not deployed: the service is no longer in the config");
+            self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         };
         if let Some(expect) = &job.expect
-            && let Err(why) = self.verify_claim(config, expect).await
+            && let Err(why) = verify_claim(ctx, config, expect).await
         {
             tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
             self.delivery_outcome(job, &format!("not deployed: {why}"));
             self.inner.status.update(service, |s| s.state = State::Idle);
             return;
         }
-        let ctx = &self.inner.ctx;
         let pause_note = match job.operator {
             Some(act) => {
                 automation::operator_rollout(ctx, config, act, &job.target, &job.trigger).await
             }
             None => {
-                if let Err(skip) = self.admit(config, job).await {
+                if let Err(skip) = self.admit(ctx, config, job).await {
                     tracing::info!(service, trigger = %job.trigger, "Not deploying: {skip}");
                     self.delivery_outcome(job, &format!("not deployed: {skip}"));
                     self.inner.status.update(service, |s| s.state = State::Idle);
@@ -274,8 +308,9 @@ impl Queue {
                 None
             }
         };
+        let reporters = crate::util::lock(&self.inner.reporters).clone();
         let clock = std::time::Instant::now();
-        let (outcome, github) = self.roll(config, job).await;
+        let (outcome, github) = self.roll(ctx, &reporters, config, job).await;
         match &outcome {
             Ok(report) => {
                 automation::rollout_ended(&ctx.store, config, report, pause_note.as_deref());
@@ -291,14 +326,18 @@ impl Queue {
                 .automation
                 .automatic_rollout_ended(service, outcome.as_ref().ok());
         }
-        self.announce(config, job, &outcome, github, clock.elapsed());
+        self.announce(&reporters, config, job, &outcome, github, clock.elapsed());
     }
 
     /// Automation's job: what it heads for now (a promotion's digest, else the track's in
     /// the registry), admitted by [`Automation::admit`]. A registry that cannot tell lets
     /// the rollout go ahead and report the registry's error.
-    async fn admit(&self, config: &ServiceConfig, job: &Job) -> Result<(), automation::Skip> {
-        let ctx = &self.inner.ctx;
+    async fn admit(
+        &self,
+        ctx: &Context,
+        config: &ServiceConfig,
+        job: &Job,
+    ) -> Result<(), automation::Skip> {
         let heading = match &job.target {
             crate::rollout::Target::Digest(d) => Some(d.clone()),
             _ => automation::heading(ctx, config).await,
@@ -316,6 +355,8 @@ impl Queue {
     /// Returns its report, or why it did not start, and its GitHub report if one began.
     async fn roll(
         &self,
+        ctx: &Context,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
     ) -> (Result<rollout::Report, String>, Option<github::Report>) {
@@ -327,6 +368,8 @@ impl Queue {
         };
         let observer = Follow {
             inner: &self.inner,
+            ctx,
+            deployments: &reporters.deployments,
             service: config,
             git_ref: job.git_ref.as_deref(),
             github: Mutex::new(None),
@@ -338,7 +381,7 @@ impl Queue {
             s.trigger = Some(job.trigger.clone());
         });
         let outcome = loop {
-            match rollout::run(&self.inner.ctx, config, &request, &observer).await {
+            match rollout::run(ctx, config, &request, &observer).await {
                 Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
                     tracing::info!(service, %holder, "Waiting for another hoist process to finish");
                     tokio::select! {
@@ -358,6 +401,7 @@ impl Queue {
     /// rollout ended.
     fn announce(
         &self,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
         outcome: &Result<rollout::Report, String>,
@@ -371,7 +415,7 @@ impl Queue {
                 if let Some(github) = github {
                     github.finish(report.outcome, report.error.clone());
                 }
-                self.inner.notifier.rollout(config, report);
+                reporters.notifier.rollout(config, report);
                 metrics.rollout_finished(
                     service,
                     &config.environment,
@@ -404,15 +448,21 @@ impl Queue {
         });
     }
 
-    /// A package event names a tag and a digest; deploy only if the registry agrees.
-    async fn verify_claim(&self, config: &ServiceConfig, expect: &Expected) -> Result<(), String> {
-        match self
-            .inner
-            .ctx
-            .registry
-            .resolve(&config.image, &expect.tag)
-            .await
-        {
+    fn delivery_outcome(&self, job: &Job, outcome: &str) {
+        if let Some(id) = &job.delivery {
+            let _ = self.inner.store.set_delivery_outcome(id, outcome);
+        }
+    }
+}
+
+/// A package event names a tag and a digest; deploy only if the registry agrees.
+async fn verify_claim(
+    ctx: &Context,
+    config: &ServiceConfig,
+    expect: &Expected,
+) -> Result<(), String> {
+    {
+        match ctx.registry.resolve(&config.image, &expect.tag).await {
             Ok(d) if d == expect.digest => Ok(()),
             Ok(d) => Err(format!(
                 "the delivery says {}:{} is {}, the registry says {}",
@@ -424,17 +474,13 @@ impl Queue {
             Err(e) => Err(format!("cannot check the delivery's digest: {e}")),
         }
     }
-
-    fn delivery_outcome(&self, job: &Job, outcome: &str) {
-        if let Some(id) = &job.delivery {
-            let _ = self.inner.ctx.store.set_delivery_outcome(id, outcome);
-        }
-    }
 }
 
 /// Follows a daemon rollout into the live status, the metrics and GitHub.
 struct Follow<'a> {
     inner: &'a Inner,
+    ctx: &'a Context,
+    deployments: &'a Deployments,
     service: &'a ServiceConfig,
     git_ref: Option<&'a str>,
     github: Mutex<Option<github::Report>>,
@@ -443,13 +489,10 @@ struct Follow<'a> {
 impl Observer for Follow<'_> {
     fn planned(&self, tag: Option<&str>, digest: &Digest) {
         let git_ref = self.git_ref.or(tag);
-        if let Some(rollout) = Deployments::describe(
-            &self.inner.ctx.config,
-            self.service,
-            git_ref,
-            digest.as_str(),
-        ) {
-            let report = self.inner.deployments.begin(rollout);
+        if let Some(rollout) =
+            Deployments::describe(&self.ctx.config, self.service, git_ref, digest.as_str())
+        {
+            let report = self.deployments.begin(rollout);
             *crate::util::lock(&self.github) = Some(report);
         }
     }
