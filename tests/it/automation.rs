@@ -59,6 +59,18 @@ async fn status(d: &Daemon) -> serde_json::Value {
     reply.body["services"][0].clone()
 }
 
+/// The daemon's status page, as a browser asks for it.
+async fn page(d: &Daemon) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{}/status", d.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// Waits until the poller has looked at the registry `n` more times (each look changes
 /// `last_poll`): the journal asserted after it saw that many chances to deploy.
 async fn wait_polls(d: &Daemon, n: usize) {
@@ -149,6 +161,13 @@ async fn a_broken_image_on_the_track_fails_once_and_is_held_back_until_the_track
         "serving v1, not a red failure: {web:#}"
     );
     assert_eq!(web["health"], "healthy");
+    let html = page(&d).await;
+    assert!(
+        html.contains("<dt>held back</dt>")
+            && html.contains(&broken[7..19])
+            && html.contains("badge idle"),
+        "{html}"
+    );
     let metrics = d.get("/metrics").await.body;
     let metrics = metrics.as_str().unwrap();
     assert!(
@@ -246,6 +265,12 @@ async fn after_a_rollback_automation_waits_for_a_new_digest_and_pause_resume_wor
     assert_eq!(web["state"], "paused", "{web:#}");
     assert_eq!(web["paused"]["by"], "api rollback");
     assert_eq!(web["paused"]["track_digest"], bad.as_str());
+    let html = page(&d).await;
+    assert!(
+        html.contains("badge paused")
+            && html.contains("by api rollback: rolled back by an operator"),
+        "{html}"
+    );
 
     // Polls, a package event and a push (its watch window) for the bad digest: nothing.
     let reply = d
