@@ -97,6 +97,12 @@ pub struct GithubConfig {
     pub token: Option<Secret>,
     /// The REST API (`https://api.github.com`, or a GitHub Enterprise server's).
     pub api_url: String,
+    /// How often (with a token) the hooks' recent deliveries are listed to catch missed
+    /// ones; zero turns the sweep off.
+    pub sweep_interval: Duration,
+    /// Repository webhook ids by repository (`owner/name`), for the sweep; hooks that
+    /// deliver are also learnt from `X-GitHub-Hook-ID`.
+    pub hook_ids: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone)]

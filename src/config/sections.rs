@@ -48,6 +48,11 @@ pub(super) fn read_docker(table: &Table, p: &mut Problems) -> DockerConfig {
     DockerConfig { host: docker_host }
 }
 
+/// How often the sweep lists each hook's recent deliveries: one or two API requests a
+/// hook, far below GitHub's 5000 an hour.
+const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+const MIN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
 pub(super) fn read_github(
     table: &Table,
     p: &mut Problems,
@@ -67,11 +72,49 @@ pub(super) fn read_github(
             format!("`{api_url}` is not an http(s) URL"),
         );
     }
+    let sweep_interval = g
+        .duration(p, "sweep_interval", DEFAULT_SWEEP_INTERVAL)
+        .unwrap_or(DEFAULT_SWEEP_INTERVAL);
+    if sweep_interval < MIN_SWEEP_INTERVAL && !sweep_interval.is_zero() {
+        p.add(
+            "github.sweep_interval",
+            format!(
+                "`{}` is shorter than {} (GitHub allows 5000 API requests an hour); write \"0s\" to turn the sweep off",
+                humantime::format_duration(sweep_interval),
+                humantime::format_duration(MIN_SWEEP_INTERVAL)
+            ),
+        );
+    }
+    let mut hook_ids = BTreeMap::new();
+    if let Some(table) = g.opt_table(p, "hook_ids") {
+        for (repository, id) in table {
+            let key = format!("github.hook_ids.\"{repository}\"");
+            if repository
+                .split('/')
+                .filter(|part| !part.is_empty())
+                .count()
+                != 2
+            {
+                p.add(
+                    &key,
+                    format!("`{repository}` is not an owner/name repository"),
+                );
+            }
+            match id.as_integer().and_then(|id| u64::try_from(id).ok()) {
+                Some(id) if id > 0 => {
+                    hook_ids.insert(repository.clone(), id);
+                }
+                _ => p.add(&key, "must be the webhook's id, a positive integer (Settings > Webhooks, or X-GitHub-Hook-ID)"),
+            }
+        }
+    }
     g.finish(p);
     GithubConfig {
         webhook_secret,
         token,
         api_url,
+        sweep_interval,
+        hook_ids,
     }
 }
 

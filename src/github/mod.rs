@@ -8,6 +8,7 @@
 //! a warning in the log. The tasks run on a tracker the daemon waits for at shutdown, so a
 //! rollout that ends during the shutdown grace still gets its `success` or `failure`.
 
+pub mod hooks;
 pub mod webhook;
 
 use std::time::Duration;

@@ -15,6 +15,7 @@ pub(crate) mod poller;
 pub(crate) mod promotion;
 pub(crate) mod queue;
 pub(crate) mod reload;
+pub(crate) mod sweep;
 pub(crate) mod systemd;
 
 use std::future::Future;
@@ -63,13 +64,23 @@ impl Daemon {
         ));
         let stop = CancellationToken::new();
         let metrics = Arc::new(crate::report::metrics::Metrics::default());
+        let deliveries = Arc::new(
+            Deliveries::open(ctx.store.clone())
+                .context("cannot load the webhook deliveries seen so far")?,
+        );
         let live = Live::new(ctx.clone());
-        let queue = Queue::new(live.clone(), status.clone(), metrics.clone(), stop.clone());
-        let deliveries = Deliveries::open(ctx.store.clone())
-            .context("cannot load the webhook deliveries seen so far")?;
+        let queue = Queue::new(
+            live.clone(),
+            status.clone(),
+            metrics.clone(),
+            deliveries.clone(),
+            stop.clone(),
+        );
         Ok(Daemon {
             app: App {
-                deliveries: Arc::new(deliveries),
+                hooks: Arc::new(sweep::Hooks::open(&ctx.config, ctx.store.clone())),
+                write_check: Arc::default(),
+                deliveries,
                 live,
                 queue,
                 watches: Watches::default(),
@@ -121,8 +132,8 @@ impl Daemon {
     }
 }
 
-/// The pollers and the promotion loop for the config in `ctx`, until `app.stop` or until
-/// the set is shut down (a reload starts new ones).
+/// The pollers, the promotion loop and the sweep of missed deliveries for the config in
+/// `ctx`, until `app.stop` or until the set is shut down (a reload starts new ones).
 fn spawn_automation(app: &App, ctx: &Context) -> JoinSet<()> {
     let mut background = JoinSet::new();
     for s in ctx
@@ -145,6 +156,7 @@ fn spawn_automation(app: &App, ctx: &Context) -> JoinSet<()> {
         app.queue.clone(),
         app.stop.clone(),
     ));
+    background.spawn(sweep::run(app.clone(), ctx.clone()));
     background
 }
 

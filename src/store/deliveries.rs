@@ -1,7 +1,10 @@
-//! Webhook delivery ids, for deduplication: GitHub redelivers with the same
-//! `X-GitHub-Delivery`, and a redelivery must queue nothing.
+//! Webhook deliveries, for deduplication, keyed as GitHub means them: by
+//! (`X-GitHub-Hook-ID`, `X-GitHub-Delivery`). One event reaches every hook with the same
+//! delivery id, so each hook's copy is its own delivery; a redelivery keeps both ids. A
+//! redelivery of a delivery whose work succeeded queues nothing; one whose work failed is
+//! processed again (GitHub never redelivers by itself: a redelivery is an operator asking).
 //!
-//! Every id received within [`MEMORY`] is kept in memory (12 bytes of its SHA-256, with
+//! Every key received within [`MEMORY`] is kept in memory (12 bytes of its SHA-256, with
 //! its arrival time: 16 bytes an id), loaded from the state database at start. A claim is one hash-map
 //! insert under a lock held for well under a microsecond: the request path never touches
 //! SQLite. The map is split into 64 shards by key, so that concurrent claims rarely meet
@@ -17,7 +20,7 @@
 //! Only deliveries with a valid signature are claimed, so nobody without the webhook
 //! secret can grow the set; a week of a busy organisation's deliveries is a few MB.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use std::time::Duration;
 use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoreError, millis, now_ms};
+use crate::store::{Received, Store, StoreError, millis, now_ms};
 use crate::util::lock;
 
 /// How long an id is remembered: a week (GitHub redelivers for three days).
@@ -37,24 +40,48 @@ const SHARDS: usize = 64;
 /// Ids remembered: their arrival time (seconds since the epoch).
 type Shard = HashMap<Key, u32, BuildHasherDefault<KeyHasher>>;
 
-/// A delivery claimed and not yet written: (id, event, received at).
-type Unflushed = (String, String, i64);
-
 pub(crate) struct Deliveries {
     store: Store,
     /// Shard [`Key::shard`] holds a key.
     shards: Vec<Mutex<Shard>>,
-    unflushed: Mutex<Vec<Unflushed>>,
+    unflushed: Mutex<Vec<Received>>,
+    /// Deliveries whose work failed: few, so a set of their own rather than a flag on
+    /// every remembered key.
+    failed: Mutex<HashSet<Key>>,
 }
 
-/// An id's first 12 bytes of SHA-256: a fixed size, and exact for any number of
+/// What a delivery is, as far as its ids tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Never seen: act on it.
+    New,
+    /// A redelivery of one whose work failed: act on it again.
+    Retry,
+    /// A redelivery of one whose work succeeded or is under way: nothing to do.
+    Duplicate,
+}
+
+/// A delivery's ids, as the queue carries them to report what its work came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DeliveryId {
+    /// `X-GitHub-Hook-ID`, empty when the sender did not say.
+    pub hook: String,
+    pub id: String,
+}
+
+/// A (hook, delivery id)'s first 12 bytes of SHA-256: a fixed size, and exact for any number of
 /// deliveries a daemon sees (a collision among a million ids has a chance of about 10^-17).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key([u8; 12]);
 
 impl Key {
-    fn of(id: &str) -> Key {
-        let digest = sha2::Sha256::digest(id.as_bytes());
+    fn of(hook: &str, id: &str) -> Key {
+        // A hook id is digits and a delivery id a GUID: neither holds a newline.
+        let digest = sha2::Sha256::new()
+            .chain_update(hook.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(id.as_bytes())
+            .finalize();
         let mut first = [0u8; 12];
         first.copy_from_slice(&digest[..12]);
         Key(first)
@@ -101,17 +128,24 @@ fn seconds(ms: i64) -> u32 {
 }
 
 impl Deliveries {
-    /// Loads the ids of the last [`MEMORY`] from the state database.
+    /// Loads the deliveries of the last [`MEMORY`] from the state database.
     pub(crate) fn open(store: Store) -> Result<Self, StoreError> {
+        let since = now_ms() - millis(MEMORY);
         let mut shards = vec![Shard::default(); SHARDS];
-        for (id, at) in store.deliveries_since(now_ms() - millis(MEMORY))? {
-            let key = Key::of(&id);
+        for (hook, id, at) in store.deliveries_since(since)? {
+            let key = Key::of(&hook, &id);
             shards[key.shard()].insert(key, seconds(at));
         }
+        let failed = store
+            .failed_deliveries(since)?
+            .iter()
+            .map(|(hook, id)| Key::of(hook, id))
+            .collect();
         Ok(Deliveries {
             store,
             shards: shards.into_iter().map(Mutex::new).collect(),
             unflushed: Mutex::new(Vec::new()),
+            failed: Mutex::new(failed),
         })
     }
 
@@ -119,16 +153,52 @@ impl Deliveries {
         lock(&self.shards[key.shard()])
     }
 
-    /// `true` when the id is new (and is now claimed), `false` for a redelivery. Atomic:
-    /// of two concurrent copies of one delivery, exactly one is new.
-    pub(crate) fn claim(&self, id: &str, event: &str) -> bool {
-        let key = Key::of(id);
+    /// Claims a delivery of `hook` (empty when unknown). Atomic: of two concurrent copies
+    /// of one delivery, exactly one is new, and of two redeliveries of a failed one,
+    /// exactly one is a retry.
+    pub(crate) fn claim(&self, hook: &str, id: &str, event: &str) -> Claim {
+        let key = Key::of(hook, id);
         let at = now_ms();
         if self.shard(key).insert(key, seconds(at)).is_some() {
-            return false;
+            return if lock(&self.failed).remove(&key) {
+                Claim::Retry
+            } else {
+                Claim::Duplicate
+            };
         }
-        lock(&self.unflushed).push((id.to_string(), event.to_string(), at));
-        true
+        lock(&self.unflushed).push(Received {
+            hook: hook.to_string(),
+            id: id.to_string(),
+            event: event.to_string(),
+            at,
+        });
+        Claim::New
+    }
+
+    /// Whether a delivery was received (and its work did not fail): the sweep leaves those.
+    pub(crate) fn settled(&self, hook: &str, id: &str) -> bool {
+        let key = Key::of(hook, id);
+        self.shard(key).contains_key(&key) && !lock(&self.failed).contains(&key)
+    }
+
+    /// Records what a delivery's work came to. A failed one may be processed again when
+    /// it is redelivered (or swept). In memory at once; in the database when it can be.
+    pub(crate) fn settle(&self, delivery: &DeliveryId, ok: bool, outcome: &str) {
+        let key = Key::of(&delivery.hook, &delivery.id);
+        {
+            let mut failed = lock(&self.failed);
+            if ok {
+                failed.remove(&key);
+            } else {
+                failed.insert(key);
+            }
+        }
+        if let Err(e) = self
+            .store
+            .set_delivery_result(&delivery.hook, &delivery.id, ok, outcome)
+        {
+            tracing::warn!(delivery = %delivery.id, hook = %delivery.hook, error = %e, "Cannot record what a webhook delivery came to");
+        }
     }
 
     /// Writes claimed ids to the database. On failure they stay claimed and are written
@@ -151,9 +221,21 @@ impl Deliveries {
     pub(crate) fn prune(&self) -> Result<usize, StoreError> {
         let cutoff = now_ms() - millis(MEMORY);
         let kept_from = seconds(cutoff);
+        let mut forgotten = Vec::new();
         for shard in &self.shards {
-            lock(shard).retain(|_, at| *at >= kept_from);
+            lock(shard).retain(|key, at| {
+                let keep = *at >= kept_from;
+                if !keep {
+                    forgotten.push(*key);
+                }
+                keep
+            });
         }
+        let mut failed = lock(&self.failed);
+        for key in forgotten {
+            failed.remove(&key);
+        }
+        drop(failed);
         self.store.prune_deliveries(cutoff)
     }
 
@@ -207,21 +289,69 @@ impl Deliveries {
 mod tests {
     use super::*;
 
+    fn received(id: &str, at: i64) -> Received {
+        Received {
+            hook: String::new(),
+            id: id.into(),
+            event: "push".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn each_hook_has_its_own_copy_and_a_failed_one_is_retried_once_per_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Deliveries::open(Store::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(d.claim("1", "a", "package"), Claim::New);
+        assert_eq!(d.claim("2", "a", "package"), Claim::New, "another hook");
+        assert_eq!(d.claim("1", "a", "package"), Claim::Duplicate, "under way");
+        let one = DeliveryId {
+            hook: "1".into(),
+            id: "a".into(),
+        };
+        d.settle(&one, false, "deploy #1 rolled_back");
+        assert!(!d.settled("1", "a"));
+        assert!(d.settled("2", "a"));
+        assert_eq!(d.claim("1", "a", "package"), Claim::Retry);
+        assert_eq!(
+            d.claim("1", "a", "package"),
+            Claim::Duplicate,
+            "retried once"
+        );
+        d.settle(&one, false, "deploy #2 rolled_back");
+        d.flush().unwrap();
+        drop(d);
+        let again = Deliveries::open(Store::open(dir.path()).unwrap()).unwrap();
+        assert_eq!(
+            again.claim("1", "a", "package"),
+            Claim::Retry,
+            "a failure is remembered across restarts"
+        );
+        again.settle(&one, true, "deploy #3 succeeded");
+        assert_eq!(again.claim("1", "a", "package"), Claim::Duplicate);
+        assert!(!again.settled("3", "a"), "never received from hook 3");
+    }
+
     #[test]
     fn an_id_is_claimed_once_before_and_after_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let d = Deliveries::open(Store::open(dir.path()).unwrap()).unwrap();
-        assert!(d.claim("a", "push"));
-        assert!(!d.claim("a", "push"));
+        assert_eq!(Claim::New, d.claim("", "a", "push"));
+        assert_eq!(Claim::Duplicate, d.claim("", "a", "push"));
         d.flush().unwrap();
-        assert!(!d.claim("a", "push"));
-        assert!(d.claim("c", "push"), "claimed, not flushed");
+        assert_eq!(Claim::Duplicate, d.claim("", "a", "push"));
+        assert_eq!(Claim::New, d.claim("", "c", "push"), "claimed, not flushed");
         drop(d);
         let again = Deliveries::open(Store::open(dir.path()).unwrap()).unwrap();
-        assert!(!again.claim("a", "push"), "remembered across restarts");
-        assert!(again.claim("b", "push"));
-        assert!(
-            again.claim("c", "push"),
+        assert_eq!(
+            Claim::Duplicate,
+            again.claim("", "a", "push"),
+            "remembered across restarts"
+        );
+        assert_eq!(Claim::New, again.claim("", "b", "push"));
+        assert_eq!(
+            Claim::New,
+            again.claim("", "c", "push"),
             "an id that was never flushed is forgotten by a restart"
         );
     }
@@ -232,12 +362,16 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let d = Deliveries::open(store.clone()).unwrap();
         let db = rusqlite::Connection::open(dir.path().join("hoist.db")).unwrap();
-        assert!(d.claim("a", "push"));
+        assert_eq!(Claim::New, d.claim("", "a", "push"));
         db.execute_batch("ALTER TABLE deliveries RENAME TO away")
             .unwrap();
         assert!(d.flush().is_err(), "the table is gone");
-        assert!(d.claim("b", "push"), "claims go on meanwhile");
-        assert!(!d.claim("a", "push"));
+        assert_eq!(
+            Claim::New,
+            d.claim("", "b", "push"),
+            "claims go on meanwhile"
+        );
+        assert_eq!(Claim::Duplicate, d.claim("", "a", "push"));
         db.execute_batch("ALTER TABLE away RENAME TO deliveries")
             .unwrap();
         d.flush().unwrap();
@@ -245,7 +379,7 @@ mod tests {
             .deliveries_since(0)
             .unwrap()
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(_, id, _)| id)
             .collect();
         ids.sort();
         assert_eq!(ids, ["a", "b"]);
@@ -257,20 +391,25 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let old = now_ms() - millis(MEMORY) - 1000;
         store
-            .record_deliveries(&[
-                ("old".into(), "push".into(), old),
-                ("recent".into(), "push".into(), now_ms()),
-            ])
+            .record_deliveries(&[received("old", old), received("recent", now_ms())])
             .unwrap();
         let d = Deliveries::open(store.clone()).unwrap();
-        assert!(!d.claim("recent", "push"));
-        let aged = Key::of("aged");
+        assert_eq!(Claim::Duplicate, d.claim("", "recent", "push"));
+        let aged = Key::of("", "aged");
         d.shard(aged).insert(aged, seconds(old));
         assert_eq!(d.prune().unwrap(), 1, "the old row");
-        assert!(d.claim("aged", "push"), "forgotten in memory");
-        assert!(!d.claim("recent", "push"));
+        assert_eq!(
+            Claim::New,
+            d.claim("", "aged", "push"),
+            "forgotten in memory"
+        );
+        assert_eq!(Claim::Duplicate, d.claim("", "recent", "push"));
         let again = Deliveries::open(store).unwrap();
-        assert!(again.claim("old", "push"), "forgotten on disk");
-        assert!(!again.claim("recent", "push"));
+        assert_eq!(
+            Claim::New,
+            again.claim("", "old", "push"),
+            "forgotten on disk"
+        );
+        assert_eq!(Claim::Duplicate, again.claim("", "recent", "push"));
     }
 }

@@ -117,4 +117,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
         until_resumed INTEGER NOT NULL DEFAULT 0
     );
     ALTER TABLE deploys ADD COLUMN note TEXT;",
+    // 7: deliveries keyed as GitHub means them, by (X-GitHub-Hook-ID, X-GitHub-Delivery):
+    // one event reaches every hook with the same delivery id, and a redelivery keeps it.
+    // What a delivery's work came to moves to `delivery_results`, with whether it
+    // succeeded (a redelivery of one that failed is processed again). The hooks seen
+    // delivering each repository are remembered for the sweep of missed deliveries, a
+    // pending trigger keeps its delivery (to report what it came to after a restart), and
+    // `readiness` is the row `/readyz` writes to prove the state can be written.
+    "ALTER TABLE deliveries ADD COLUMN hook TEXT NOT NULL DEFAULT '';
+    CREATE TABLE delivery_results (
+        hook TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        decided_at INTEGER NOT NULL,
+        PRIMARY KEY (hook, id)
+    );
+    -- Nobody could redeliver these before: they count as settled.
+    INSERT INTO delivery_results (hook, id, ok, outcome, decided_at)
+        SELECT '', id, 1, outcome, decided_at FROM delivery_outcomes;
+    DROP TABLE delivery_outcomes;
+    CREATE INDEX delivery_results_by_age ON delivery_results (decided_at);
+    CREATE TABLE github_hooks (
+        repository TEXT NOT NULL,
+        hook_id INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (repository, hook_id)
+    );
+    ALTER TABLE pending ADD COLUMN delivery_hook TEXT;
+    ALTER TABLE pending ADD COLUMN delivery_id TEXT;
+    CREATE TABLE readiness (
+        id INTEGER PRIMARY KEY,
+        checked_at INTEGER NOT NULL
+    );",
 ];

@@ -23,7 +23,7 @@ use rusqlite::Connection;
 pub(crate) use automation::{Hold, Pause};
 pub(crate) use journal::{Deploy, NewDeploy, Outcome, Resolution, Step, StepRecord};
 use migrations::MIGRATIONS;
-pub(crate) use state::{PendingRow, ServiceState};
+pub(crate) use state::{PendingRow, Received, ServiceState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,6 +36,11 @@ pub enum StoreError {
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error("state directory {} cannot be written: {source}", path.display())]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("state database {} has schema version {found}, newer than this hoist knows ({known}); upgrade hoist", path.display())]
     TooNew {
@@ -135,6 +140,28 @@ impl Store {
         self.conn()
             .query_row("SELECT 1", [], |_| Ok(()))
             .map_err(|e| self.err(e))
+    }
+
+    /// The directory the database (and the rollouts' lock files) live in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Proves the state can be written, as a rollout writes it: a row in the database and
+    /// a new file in its directory (lock files are created there). Reads alone pass on a
+    /// read-only or full disk.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO readiness (id, checked_at) VALUES (1, ?1)",
+            [now_ms()],
+        )?;
+        let probe = self.dir().join(".hoist-write-probe");
+        let not_writable = |source| StoreError::NotWritable {
+            path: self.dir().to_path_buf(),
+            source,
+        };
+        std::fs::write(&probe, b"ok").map_err(not_writable)?;
+        std::fs::remove_file(&probe).map_err(not_writable)
     }
 }
 

@@ -20,6 +20,18 @@ pub struct ServiceState {
     pub deploy_id: Option<i64>,
 }
 
+/// A webhook delivery as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// `X-GitHub-Hook-ID`, empty when the sender did not say.
+    pub hook: String,
+    /// `X-GitHub-Delivery`.
+    pub id: String,
+    pub event: String,
+    /// When it arrived (ms since the epoch).
+    pub at: i64,
+}
+
 /// A trigger waiting for its service's running rollout to end, kept across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRow {
@@ -29,6 +41,8 @@ pub struct PendingRow {
     pub trigger: String,
     pub expect_tag: Option<String>,
     pub expect_digest: Option<String>,
+    /// The webhook delivery behind it: (`X-GitHub-Hook-ID`, `X-GitHub-Delivery`).
+    pub delivery: Option<(String, String)>,
 }
 
 impl Store {
@@ -116,82 +130,129 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// The webhook delivery ids recorded at or after `since` (ms), with their arrival.
-    pub fn deliveries_since(&self, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    /// The webhook deliveries `(hook, id, received_at)` recorded at or after `since` (ms).
+    pub fn deliveries_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
         let conn = crate::util::lock(&self.reader);
         let mut stmt = conn
-            .prepare("SELECT id, received_at FROM deliveries WHERE received_at >= ?1")
+            .prepare("SELECT hook, id, received_at FROM deliveries WHERE received_at >= ?1")
             .map_err(|e| self.err(e))?;
-        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.err(e))
     }
 
-    /// Appends webhook deliveries `(id, event, received_at)` in one transaction. The
-    /// caller records each id once ([`crate::store::deliveries`] deduplicates in memory).
-    pub fn record_deliveries(
-        &self,
-        deliveries: &[(String, String, i64)],
-    ) -> Result<(), StoreError> {
+    /// Appends webhook deliveries in one transaction. The caller records each (hook, id)
+    /// once ([`crate::store::deliveries`] deduplicates in memory).
+    pub fn record_deliveries(&self, deliveries: &[Received]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO deliveries (id, event, received_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO deliveries (hook, id, event, received_at) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| self.err(e))?;
-            for (id, event, at) in deliveries {
-                stmt.execute(params![id, event, at])
+            for d in deliveries {
+                stmt.execute(params![d.hook, d.id, d.event, d.at])
                     .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Records what a delivery that was acted on came to (the latest word wins).
-    pub fn set_delivery_outcome(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
+    /// Records what a delivery's work came to (the latest word wins); `ok` false lets a
+    /// redelivery of it be processed again.
+    pub fn set_delivery_result(
+        &self,
+        hook: &str,
+        id: &str,
+        ok: bool,
+        outcome: &str,
+    ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT OR REPLACE INTO delivery_outcomes (id, outcome, decided_at) VALUES (?1, ?2, ?3)",
-            params![id, outcome, now_ms()],
+            "INSERT OR REPLACE INTO delivery_results (hook, id, ok, outcome, decided_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hook, id, ok, outcome, now_ms()],
         )?;
         Ok(())
     }
 
-    /// The recorded outcome of a delivery, if it was acted on (operators read the table
-    /// with sqlite3; tests read it here).
+    /// The deliveries `(hook, id)` whose work failed, decided at or after `since` (ms).
+    pub fn failed_deliveries(&self, since: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = crate::util::lock(&self.reader);
+        let mut stmt = conn
+            .prepare("SELECT hook, id FROM delivery_results WHERE ok = 0 AND decided_at >= ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The recorded outcome of a delivery and whether it succeeded, if it was acted on
+    /// (operators read the table with sqlite3; tests read it here).
     #[cfg(test)]
-    pub fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+    pub fn delivery_result(
+        &self,
+        hook: &str,
+        id: &str,
+    ) -> Result<Option<(bool, String)>, StoreError> {
         let conn = crate::util::lock(&self.reader);
         conn.query_row(
-            "SELECT outcome FROM delivery_outcomes WHERE id = ?1",
-            [id],
-            |r| r.get(0),
+            "SELECT ok, outcome FROM delivery_results WHERE hook = ?1 AND id = ?2",
+            [hook, id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
         .map_err(|e| self.err(e))
     }
 
-    /// Forgets deliveries received, and outcomes decided, before `cutoff` (ms). Returns
+    /// Forgets deliveries received, and results decided, before `cutoff` (ms). Returns
     /// how many deliveries were forgotten.
     pub fn prune_deliveries(&self, cutoff: i64) -> Result<usize, StoreError> {
         self.exec(
-            "DELETE FROM delivery_outcomes WHERE decided_at < ?1",
+            "DELETE FROM delivery_results WHERE decided_at < ?1",
             [cutoff],
         )?;
         self.exec("DELETE FROM deliveries WHERE received_at < ?1", [cutoff])
     }
 
+    /// Remembers that `hook_id` delivers `repository`'s events (for the sweep).
+    pub fn remember_hook(&self, repository: &str, hook_id: u64) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT OR REPLACE INTO github_hooks (repository, hook_id, seen_at) VALUES (?1, ?2, ?3)",
+            params![repository, i64::try_from(hook_id).unwrap_or(i64::MAX), now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The hooks seen delivering each repository: `(repository, hook_id)`.
+    pub fn hooks(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = crate::util::lock(&self.reader);
+        let mut stmt = conn
+            .prepare("SELECT repository, hook_id FROM github_hooks ORDER BY repository, hook_id")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })
+        .and_then(Iterator::collect)
+        .map_err(|e| self.err(e))
+    }
+
     /// Stores the latest trigger for a service (replacing an older one).
     pub fn save_pending(&self, row: &PendingRow) -> Result<(), StoreError> {
-        self.exec("INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![
+        let (hook, id) = row.delivery.clone().unzip();
+        self.exec("INSERT OR REPLACE INTO pending (service, target, trigger, expect_tag, expect_digest, queued_at, delivery_hook, delivery_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", params![
                     row.service,
                     row.target,
                     row.trigger,
                     row.expect_tag,
                     row.expect_digest,
-                    now_ms()
+                    now_ms(),
+                    hook,
+                    id
                 ])?;
         Ok(())
     }
@@ -224,7 +285,7 @@ impl Store {
     pub fn pending(&self) -> Result<Vec<PendingRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT service, target, trigger, expect_tag, expect_digest FROM pending ORDER BY queued_at")
+            .prepare("SELECT service, target, trigger, expect_tag, expect_digest, delivery_hook, delivery_id FROM pending ORDER BY queued_at")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
             Ok(PendingRow {
@@ -233,6 +294,9 @@ impl Store {
                 trigger: r.get(2)?,
                 expect_tag: r.get(3)?,
                 expect_digest: r.get(4)?,
+                delivery: r
+                    .get::<_, Option<String>>(5)?
+                    .zip(r.get::<_, Option<String>>(6)?),
             })
         })
         .map_err(|e| self.err(e))?

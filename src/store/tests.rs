@@ -2,6 +2,25 @@
 
 use super::*;
 
+fn received(hook: &str, id: &str, at: i64) -> Received {
+    Received {
+        hook: hook.into(),
+        id: id.into(),
+        event: "push".into(),
+        at,
+    }
+}
+
+#[test]
+fn the_write_check_fails_when_the_directory_cannot_be_written() {
+    let (store, dir) = temp_store();
+    store.check_writable().unwrap();
+    // A file where the probe goes stands in for a read-only directory (root ignores modes).
+    std::fs::create_dir(dir.path().join(".hoist-write-probe")).unwrap();
+    let e = store.check_writable().unwrap_err().to_string();
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+}
+
 fn temp_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     (Store::open(dir.path()).unwrap(), dir)
@@ -66,24 +85,32 @@ fn deliveries_and_their_outcomes_are_kept_and_pruned_and_pending_triggers_kept()
     let at = now_ms();
     let old = at - 7_200_000;
     store
-        .record_deliveries(&[
-            ("d-old".to_string(), "push".to_string(), old),
-            ("d-1".to_string(), "push".to_string(), at),
-        ])
+        .record_deliveries(&[received("7", "d-old", old), received("7", "d-1", at)])
         .unwrap();
     assert_eq!(
         store.deliveries_since(at - 3_600_000).unwrap(),
-        [("d-1".to_string(), at)]
+        [("7".to_string(), "d-1".to_string(), at)]
     );
-    store.set_delivery_outcome("d-1", "deploy #1 noop").unwrap();
     store
-        .set_delivery_outcome("d-1", "deploy #2 succeeded")
+        .set_delivery_result("7", "d-1", false, "deploy #1 failed")
         .unwrap();
     assert_eq!(
-        store.delivery_outcome("d-1").unwrap().as_deref(),
-        Some("deploy #2 succeeded")
+        store.failed_deliveries(0).unwrap(),
+        [("7".to_string(), "d-1".to_string())]
     );
-    assert_eq!(store.delivery_outcome("d-old").unwrap(), None);
+    store
+        .set_delivery_result("7", "d-1", true, "deploy #2 succeeded")
+        .unwrap();
+    assert_eq!(
+        store.delivery_result("7", "d-1").unwrap(),
+        Some((true, "deploy #2 succeeded".to_string()))
+    );
+    assert!(store.failed_deliveries(0).unwrap().is_empty());
+    assert_eq!(
+        store.delivery_result("8", "d-1").unwrap(),
+        None,
+        "another hook"
+    );
     assert_eq!(store.prune_deliveries(at - 3_600_000).unwrap(), 1);
     assert_eq!(store.deliveries_since(0).unwrap().len(), 1);
     assert_eq!(
@@ -91,13 +118,14 @@ fn deliveries_and_their_outcomes_are_kept_and_pruned_and_pending_triggers_kept()
         1,
         "everything older than the cutoff goes"
     );
-    assert_eq!(store.delivery_outcome("d-1").unwrap(), None);
+    assert_eq!(store.delivery_result("7", "d-1").unwrap(), None);
     let row = |trigger: &str| PendingRow {
         service: "web".into(),
         target: "track".into(),
         trigger: trigger.into(),
         expect_tag: None,
         expect_digest: None,
+        delivery: Some(("7".into(), trigger.into())),
     };
     store.save_pending(&row("a")).unwrap();
     store.save_pending(&row("b")).unwrap();
@@ -124,15 +152,17 @@ fn a_version_4_database_keeps_its_deliveries_and_outcomes() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
         store.deliveries_since(0).unwrap(),
-        [("b".to_string(), 10), ("a".to_string(), 20)]
+        [
+            (String::new(), "b".to_string(), 10),
+            (String::new(), "a".to_string(), 20)
+        ]
     );
     assert_eq!(
-        store.delivery_outcome("b").unwrap().as_deref(),
-        Some("deploy #3 noop")
+        store.delivery_result("", "b").unwrap(),
+        Some((true, "deploy #3 noop".to_string())),
+        "outcomes from before hook ids count as settled"
     );
-    store
-        .record_deliveries(&[("c".to_string(), "push".to_string(), 30)])
-        .unwrap();
+    store.record_deliveries(&[received("", "c", 30)]).unwrap();
     assert_eq!(store.deliveries_since(25).unwrap().len(), 1);
 }
 

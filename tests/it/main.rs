@@ -18,6 +18,7 @@ mod automation;
 mod cli;
 mod connections;
 mod crash;
+mod deliveries;
 mod edge;
 mod logs;
 mod ops;

@@ -441,20 +441,23 @@ async fn sigterm_lets_a_running_rollout_finish_or_leaves_it_to_recovery() {
     assert!(d.log().contains("grace ran out"), "{}", d.log());
     assert_eq!(f.history().await[0]["outcome"], "running");
 
+    // Recovery completes the interrupted rollout; then its trigger, kept until a rollout
+    // of it has run to the end, runs once more and finds nothing to do.
     let d = Daemon::start(&f.config, &[]).await;
     let history = f
-        .wait_history("recovery at start", WAIT, |h| {
-            h[0]["outcome"] == "interrupted"
+        .wait_history("recovery at start and the kept trigger", WAIT, |h| {
+            h.len() == 3 && h[1]["outcome"] == "interrupted" && h[0]["outcome"] == "noop"
         })
         .await;
     assert!(
-        history[0]["error"]
+        history[1]["error"]
             .as_str()
             .unwrap()
             .contains("recovery completed the rollout"),
         "{:#?}",
-        history[0]
+        history[1]
     );
+    assert_eq!(history[0]["trigger"], history[1]["trigger"]);
     assert_eq!(f.project.containers().len(), 1, "{}", d.log());
     assert_eq!(f.running_image(), f.pinned("v1"));
 }

@@ -174,6 +174,22 @@ impl Daemon {
         .await
     }
 
+    /// [`Daemon::deliver`] as GitHub's hook `hook` sends it (`X-GitHub-Hook-ID`).
+    pub async fn deliver_from(&self, hook: &str, event: &str, name: &str, body: &[u8]) -> Reply {
+        let signature = hoist::github::webhook::sign(SECRET.as_bytes(), body);
+        self.post_webhook(
+            &[
+                ("x-github-event", event),
+                ("x-github-delivery", &guid(name)),
+                ("x-github-hook-id", hook),
+                ("x-hub-signature-256", &signature),
+                ("content-type", "application/json"),
+            ],
+            body.to_vec(),
+        )
+        .await
+    }
+
     pub async fn post_webhook(&self, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         let mut request = self
             .http

@@ -1,5 +1,7 @@
 //! A stand-in for GitHub's REST API (which cannot be reached here), for the deployments
-//! hoist reports and for notification receivers: records every request, and can be told
+//! hoist reports, the webhook deliveries hoist sweeps (`GET /repos/{o}/{r}/hooks/{h}/
+//! deliveries` and `.../deliveries/{id}`, shaped as GitHub's `hook-delivery-item` and
+//! `hook-delivery`) and for notification receivers: records every request, and can be told
 //! to fail (HTTP 500) or to hang.
 
 use std::net::SocketAddr;
@@ -33,10 +35,26 @@ pub struct Recorded {
     pub body: serde_json::Value,
 }
 
+/// A delivery GitHub made (or tried to make) to a repository hook.
+#[derive(Debug, Clone)]
+pub struct HookDelivery {
+    pub repository: String,
+    pub hook: u64,
+    /// GitHub's id of the attempt.
+    pub id: u64,
+    /// `X-GitHub-Delivery`.
+    pub guid: String,
+    pub event: String,
+    /// What the receiver answered (502: never reached it).
+    pub status_code: u16,
+    pub payload: serde_json::Value,
+}
+
 struct Shared {
     behaviour: Mutex<Behaviour>,
     requests: Mutex<Vec<Recorded>>,
     next_id: Mutex<u64>,
+    deliveries: Mutex<Vec<HookDelivery>>,
 }
 
 pub struct FakeGithub {
@@ -51,6 +69,7 @@ impl FakeGithub {
             behaviour: Mutex::new(behaviour),
             requests: Mutex::new(Vec::new()),
             next_id: Mutex::new(1000),
+            deliveries: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(answer).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -69,6 +88,11 @@ impl FakeGithub {
 
     pub fn set(&self, behaviour: Behaviour) {
         *self.shared.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// Adds a delivery to its hook's list (listed newest first, as GitHub does).
+    pub fn add_delivery(&self, delivery: HookDelivery) {
+        self.shared.deliveries.lock().unwrap().push(delivery);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -136,6 +160,12 @@ async fn answer(
         }
         now
     };
+    if behaviour == Behaviour::Normal
+        && method == Method::GET
+        && let Some(answer) = hook_deliveries(&shared, uri.path())
+    {
+        return answer;
+    }
     match behaviour {
         Behaviour::Hang => {
             std::future::pending::<()>().await;
@@ -159,5 +189,58 @@ async fn answer(
             )
                 .into_response()
         }
+    }
+}
+
+/// `GET /repos/{o}/{r}/hooks/{h}/deliveries[/{id}]`, from the deliveries added.
+fn hook_deliveries(shared: &Shared, path: &str) -> Option<axum::response::Response> {
+    let rest = path.strip_prefix("/repos/")?;
+    let (repo_and_hook, tail) = rest.split_once("/deliveries")?;
+    let (repository, hook) = repo_and_hook.split_once("/hooks/")?;
+    let hook: u64 = hook.parse().ok()?;
+    let deliveries = shared.deliveries.lock().unwrap();
+    let of_hook = deliveries
+        .iter()
+        .filter(|d| d.repository == repository && d.hook == hook);
+    let json = |v: serde_json::Value| {
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            v.to_string(),
+        )
+            .into_response()
+    };
+    let item = |d: &HookDelivery| {
+        serde_json::json!({
+            "id": d.id, "guid": d.guid, "delivered_at": "2026-12-06T12:00:00Z",
+            "redelivery": false, "duration": 0.05, "status": if d.status_code < 300 { "OK" } else { "failed to connect" },
+            "status_code": d.status_code, "event": d.event,
+            "action": d.payload["action"], "installation_id": null, "repository_id": 185_882_436u64,
+            "throttled_at": null
+        })
+    };
+    match tail.strip_prefix('/') {
+        None if tail.is_empty() => {
+            let items: Vec<_> = of_hook.rev().map(item).collect();
+            Some(json(serde_json::Value::Array(items)))
+        }
+        Some(id) => {
+            let id: u64 = id.parse().ok()?;
+            let Some(d) = of_hook.into_iter().find(|d| d.id == id) else {
+                return Some((StatusCode::NOT_FOUND, r#"{"message":"Not Found"}"#).into_response());
+            };
+            let mut detail = item(d);
+            detail["url"] = serde_json::json!(format!("https://api.github.com{path}"));
+            detail["request"] = serde_json::json!({
+                "headers": {
+                    "X-GitHub-Delivery": d.guid, "X-GitHub-Event": d.event,
+                    "X-GitHub-Hook-ID": d.hook.to_string(), "Content-Type": "application/json"
+                },
+                "payload": d.payload
+            });
+            detail["response"] = serde_json::json!({ "headers": {}, "payload": null });
+            Some(json(detail))
+        }
+        None => None,
     }
 }

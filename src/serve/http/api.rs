@@ -221,7 +221,7 @@ async fn action(
         ));
     };
     let job = match action.as_str() {
-        "pause" | "resume" => return automation_action(&ctx, &service, &action, &body),
+        "pause" | "resume" => return automation_action(&app, &service, &action, &body),
         "deploy" => deploy_job(&body)?,
         "rollback" => rollback_job(&ctx, &name)?,
         "promote" => match promotion::candidate(&ctx, &service).await {
@@ -261,7 +261,7 @@ struct PauseBody {
 /// `pause` (body optional: `{"reason": ..., "by": ...}`) and `resume`: answered at once,
 /// nothing is queued.
 fn automation_action(
-    ctx: &Context,
+    app: &App,
     service: &crate::config::ServiceConfig,
     action: &str,
     body: &[u8],
@@ -283,6 +283,7 @@ fn automation_action(
         )
         .caused_by("Cannot record a pause or resume", e)
     };
+    let ctx = app.live.now();
     let store = &ctx.store;
     let answer = if action == "pause" {
         let pause =

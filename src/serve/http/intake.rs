@@ -36,6 +36,8 @@ const RETRY_AFTER: u64 = 5;
 pub(crate) struct Claimed<'a> {
     pub event: &'a str,
     pub delivery: &'a str,
+    /// `X-GitHub-Hook-ID`, empty when absent (GitHub always sends it).
+    pub hook: &'a str,
     pub signature: [u8; 32],
     /// The `Content-Length`, when the client sent one.
     pub length: Option<usize>,
@@ -81,6 +83,13 @@ pub(crate) fn check_headers<'a>(
             "X-GitHub-Delivery is not a GUID (8-4-4-4-12 hex digits)",
         ));
     }
+    let hook = header(headers, "x-github-hook-id").unwrap_or_default();
+    if !hook.is_empty() && (hook.len() > 20 || !hook.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "X-GitHub-Hook-ID is not a number",
+        ));
+    }
     if let Some(kind) = header(headers, header::CONTENT_TYPE.as_str())
         && !kind.starts_with("application/json")
     {
@@ -97,6 +106,7 @@ pub(crate) fn check_headers<'a>(
     Ok(Claimed {
         event,
         delivery,
+        hook,
         signature,
         length,
     })
@@ -342,6 +352,11 @@ mod tests {
         bad_id[1].1 = "delivery-1";
         assert_eq!(check(&bad_id), Some(StatusCode::BAD_REQUEST));
         assert_eq!(check(&good[..2]), Some(StatusCode::UNAUTHORIZED));
+        let mut hook = good.to_vec();
+        hook.push(("x-github-hook-id", "123456789"));
+        assert_eq!(check(&hook), None);
+        hook[3].1 = "12; drop";
+        assert_eq!(check(&hook), Some(StatusCode::BAD_REQUEST));
         let mut form = good.to_vec();
         form.push(("content-type", "application/x-www-form-urlencoded"));
         assert_eq!(check(&form), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));

@@ -12,6 +12,7 @@ pub(crate) mod intake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -28,7 +29,8 @@ use crate::rollout::Target;
 use crate::serve::live::Live;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
-use crate::store::deliveries::Deliveries;
+use crate::serve::sweep::Hooks;
+use crate::store::deliveries::{Claim, Deliveries, DeliveryId};
 use crate::util::{Throttle, escape, escaped};
 
 pub(crate) use error::ApiError;
@@ -40,6 +42,10 @@ pub(crate) struct App {
     /// The running config and context; each handler takes a snapshot.
     pub live: Live,
     pub deliveries: Arc<Deliveries>,
+    /// The webhooks seen delivering each repository, for the sweep.
+    pub hooks: Arc<Hooks>,
+    /// `/readyz`'s last check that the state can be written.
+    pub write_check: Arc<WriteCheck>,
     pub queue: Queue,
     pub watches: Watches,
     pub status: Arc<Status>,
@@ -80,29 +86,59 @@ async fn healthz() -> Response {
     reply(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-/// Ready when the Docker engine and the state database answer. The body says which one
-/// does not; the log says why.
+/// Ready when the Docker engine answers and the state can be written (a rollout writes
+/// its journal and lock files there; reads alone pass on a read-only or full disk). The
+/// body says which one is not, naming the state directory; the log says why.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let ctx = app.live.now();
     let docker = ctx.engine.ping().await;
     if let Err(e) = &docker {
         tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
     }
-    let store = ctx.store.ping();
-    if let Err(e) = &store {
-        tracing::warn!(error = %e, "Not ready: the state database does not answer");
-    }
+    let state = app.write_check.check(&ctx.store).await;
     let answer = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let body = json!({
+    let mut body = json!({
         "docker": answer(docker.is_ok()),
-        "state": answer(store.is_ok()),
+        "state": if state.is_ok() { "ok" } else { "not writable" },
     });
-    let code = if docker.is_ok() && store.is_ok() {
+    if state.is_err() {
+        body["state_dir"] = json!(ctx.store.dir().display().to_string());
+    }
+    let code = if docker.is_ok() && state.is_ok() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     reply(code, body)
+}
+
+/// How long one check that the state can be written answers `/readyz`: the check writes,
+/// and `/readyz` is public, so a flood of requests costs one write a second.
+const WRITE_CHECK_FOR: Duration = Duration::from_secs(1);
+
+/// The last check that the state can be written, shared by concurrent `/readyz` callers.
+#[derive(Default)]
+pub(crate) struct WriteCheck(tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>);
+
+impl WriteCheck {
+    async fn check(&self, store: &crate::store::Store) -> Result<(), String> {
+        let mut last = self.0.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < WRITE_CHECK_FOR
+        {
+            return result.clone();
+        }
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || store.check_writable())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "Not ready: the state cannot be written");
+        }
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
 }
 
 /// A header's value as a log line, the journal or `/status` may show it.
@@ -147,6 +183,7 @@ struct DeliveryResult(&'static str);
 struct Delivery<'a> {
     event: &'a str,
     id: &'a str,
+    hook: &'a str,
     parsed: Event,
 }
 
@@ -171,6 +208,7 @@ async fn read_delivery<'a>(
         Claimed {
             event,
             delivery,
+            hook,
             signature,
             length,
         },
@@ -194,6 +232,7 @@ async fn read_delivery<'a>(
     Ok(Delivery {
         event,
         id: delivery,
+        hook,
         parsed,
     })
 }
@@ -207,20 +246,32 @@ async fn handle_delivery(
     let Delivery {
         event,
         id: delivery,
+        hook,
         parsed,
     } = read_delivery(app, remote, headers, body).await?;
-    if !app.deliveries.claim(delivery, event) {
-        tracing::info!(delivery = %shown(delivery), event = %shown(event), "Ignoring a redelivery");
-        return Ok(with_result(
-            reply(StatusCode::OK, json!({ "status": "duplicate" })),
-            "duplicate",
-        ));
+    app.hooks.learn(&parsed, hook);
+    match app.deliveries.claim(hook, delivery, event) {
+        Claim::New => {}
+        Claim::Retry => {
+            tracing::info!(delivery = %shown(delivery), hook, event = %shown(event), "Processing again a redelivery of a delivery whose work failed");
+        }
+        Claim::Duplicate => {
+            tracing::info!(delivery = %shown(delivery), hook, event = %shown(event), "Ignoring a redelivery");
+            return Ok(with_result(
+                reply(StatusCode::OK, json!({ "status": "duplicate" })),
+                "duplicate",
+            ));
+        }
     }
+    let id = DeliveryId {
+        hook: hook.to_string(),
+        id: delivery.to_string(),
+    };
     let Acted {
         code,
         answer,
         changed,
-    } = act(app, event, delivery, &parsed);
+    } = act(app, event, &id, &parsed);
     // A delivery that changed what hoist will do is worth a line; the rest of a storm of
     // deliveries (each replacing the waiting check, or ignored) is detail.
     if changed {
@@ -242,15 +293,17 @@ fn with_result(mut response: Response, result: &'static str) -> Response {
 }
 
 /// What a delivery led to.
-struct Acted {
-    code: StatusCode,
-    answer: serde_json::Value,
+pub(crate) struct Acted {
+    pub code: StatusCode,
+    pub answer: serde_json::Value,
     /// A rollout was started or newly queued, or a watch opened.
-    changed: bool,
+    pub changed: bool,
 }
 
-/// Decides what a verified, new delivery leads to.
-fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
+/// Decides what a verified, new (or retried) delivery leads to: a webhook, or one the
+/// sweep found. A delivery that queues a rollout is settled by the queue when it has run;
+/// the rest need no record (a redelivery of them is a duplicate).
+pub(crate) fn act(app: &App, event: &str, delivery: &DeliveryId, parsed: &Event) -> Acted {
     let ignored = |reason: &str| Acted {
         code: StatusCode::ACCEPTED,
         answer: json!({ "status": "ignored", "reason": reason }),
@@ -270,7 +323,11 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
     let mut changed = false;
     let mut reasons = Vec::new();
     let mut actions = Vec::new();
-    let trigger = format!("webhook {} (delivery {})", shown(event), shown(delivery));
+    let trigger = format!(
+        "webhook {} (delivery {})",
+        shown(event),
+        shown(&delivery.id)
+    );
     let ctx = app.live.now();
     for s in &ctx.config.services {
         if let Err(reason) = webhook::concerns(s, parsed) {
@@ -286,7 +343,7 @@ fn act(app: &App, event: &str, delivery: &str, parsed: &Event) -> Acted {
                         tag: tag.clone(),
                         digest,
                     }),
-                    delivery: Some(delivery.to_string()),
+                    delivery: Some(delivery.clone()),
                     git_ref: webhook::git_ref(parsed),
                     operator: None,
                 };

@@ -5,6 +5,7 @@ use crate::image::Digest;
 use crate::rollout::Target;
 use crate::serve::automation::Act;
 use crate::store::PendingRow;
+use crate::store::deliveries::DeliveryId;
 
 /// A request to bring a service up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +16,7 @@ pub(crate) struct Job {
     /// A package event's claim, checked against the registry before deploying anything.
     pub expect: Option<Expected>,
     /// The webhook delivery behind this job, whose outcome is recorded.
-    pub delivery: Option<String>,
+    pub delivery: Option<DeliveryId>,
     /// The commit sha or tag the image was built from, for GitHub's deployment record.
     pub git_ref: Option<String>,
     /// What an operator asked for (the admin API); `None`: automation's job, which
@@ -60,6 +61,10 @@ impl Job {
             trigger: self.trigger.clone(),
             expect_tag: self.expect.as_ref().map(|e| e.tag.clone()),
             expect_digest: self.expect.as_ref().map(|e| e.digest.to_string()),
+            delivery: self
+                .delivery
+                .as_ref()
+                .map(|d| (d.hook.clone(), d.id.clone())),
         }
     }
 
@@ -82,7 +87,10 @@ impl Job {
             operator: operator_act(&row.trigger),
             trigger: row.trigger.clone(),
             expect,
-            delivery: None,
+            delivery: row
+                .delivery
+                .clone()
+                .map(|(hook, id)| DeliveryId { hook, id }),
             git_ref: None,
         })
     }
@@ -143,7 +151,10 @@ mod tests {
                     tag: "v2".into(),
                     digest,
                 }),
-                delivery: None,
+                delivery: Some(DeliveryId {
+                    hook: "12".into(),
+                    id: "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
+                }),
                 git_ref: None,
                 operator: None,
             },

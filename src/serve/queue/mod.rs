@@ -2,8 +2,12 @@
 //! arriving meanwhile collapse into one pending check (the latest wins); rollouts of
 //! different services run in parallel up to `server.max_parallel`.
 //!
-//! A pending trigger is also written to the state database, so one that was waiting when
-//! the daemon stopped runs after the next start.
+//! No accepted trigger is lost: it is written to the state database when it is submitted
+//! and removed only once a rollout for its service has run, so one that was waiting or
+//! running when the daemon stopped runs after the next start. A rollout that cannot start
+//! (the state cannot be written, Docker does not answer) is tried again with backoff until
+//! it starts or the daemon stops; a trigger the database refused is written again on
+//! each try.
 
 mod job;
 
@@ -28,6 +32,7 @@ use crate::rollout::{Observer, Step};
 use crate::serve::automation::{self, Automation};
 use crate::serve::live::Live;
 use crate::store::PendingRow;
+use crate::store::deliveries::Deliveries;
 
 pub(crate) use job::{Expected, Job, Submitted};
 
@@ -37,6 +42,10 @@ pub(crate) const HOLDER: &str = "hoist serve";
 const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// How long a waiting trigger gathers later ones before its check runs.
 const DEBOUNCE: Duration = Duration::from_secs(2);
+/// The first wait before trying again a rollout that could not start; it doubles up to
+/// [`START_RETRY_MAX`].
+const START_RETRY: Duration = Duration::from_secs(1);
+const START_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub(crate) struct Queue {
@@ -53,6 +62,8 @@ struct Inner {
     reporters: Mutex<Reporters>,
     /// What automation may deploy: asked before an automatic job runs, told how each ended.
     automation: Automation,
+    /// Told what the work of each webhook delivery came to.
+    deliveries: Arc<Deliveries>,
     slots: Mutex<HashMap<String, Slot>>,
     permits: Semaphore,
     tracker: TaskTracker,
@@ -88,6 +99,9 @@ impl Reporters {
 struct Slot {
     busy: bool,
     pending: Option<Job>,
+    /// The state database refused the latest trigger's row: write it again before the
+    /// next try, so that a stop meanwhile does not lose it.
+    unsaved: Option<PendingRow>,
 }
 
 impl Queue {
@@ -95,6 +109,7 @@ impl Queue {
         live: Live,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
+        deliveries: Arc<Deliveries>,
         stop: CancellationToken,
     ) -> Queue {
         let ctx = live.now();
@@ -108,6 +123,7 @@ impl Queue {
                 automation: Automation::default(),
                 reports,
                 abandoned,
+                deliveries,
                 store: ctx.store.clone(),
                 live,
                 status,
@@ -182,8 +198,22 @@ impl Queue {
     }
 
     fn persist(&self, row: &PendingRow) {
-        if let Err(e) = self.inner.store.save_pending(row) {
-            tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory only");
+        let saved = self.inner.store.save_pending(row);
+        if let Err(e) = &saved {
+            tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory and written again before each try");
+        }
+        let mut slots = crate::util::lock(&self.inner.slots);
+        let slot = slots.entry(row.service.clone()).or_default();
+        slot.unsaved = saved.is_err().then(|| row.clone());
+    }
+
+    /// Writes again a trigger the database refused, now that a try is due.
+    fn persist_unsaved(&self, service: &str) {
+        let unsaved = crate::util::lock(&self.inner.slots)
+            .get_mut(service)
+            .and_then(|s| s.unsaved.take());
+        if let Some(row) = unsaved {
+            self.persist(&row);
         }
     }
 
@@ -250,9 +280,17 @@ impl Queue {
             };
             // Each rollout runs with the config as it is when it starts.
             let ctx = self.inner.live.now();
-            let _ = self.inner.store.clear_pending(&service);
-            self.run(&ctx, &service, &job).await;
+            let ran = self.run(&ctx, &service, &job).await;
             drop(permit);
+            if !ran {
+                // Shutting down before the rollout could start: its row stays for the
+                // next start.
+                crate::util::lock(&self.inner.slots)
+                    .entry(service.clone())
+                    .or_default()
+                    .busy = false;
+                return;
+            }
             // Let triggers that keep arriving (a storm of deliveries) gather for a moment:
             // then a flood costs one check per DEBOUNCE, not one per rollout's length.
             if self.has_pending(&service) {
@@ -265,7 +303,19 @@ impl Queue {
             let slot = slots.entry(service.clone()).or_default();
             match slot.pending.take() {
                 Some(next) if !self.inner.stop.is_cancelled() => job = next,
-                _ => {
+                Some(next) => {
+                    // Its row stays for the next start.
+                    slot.pending = Some(next);
+                    slot.busy = false;
+                    return;
+                }
+                None => {
+                    // Under the slot's lock, so that a trigger submitted meanwhile (whose
+                    // row is written after it takes the slot) is not cleared.
+                    slot.unsaved = None;
+                    if let Err(e) = self.inner.store.clear_pending(&service) {
+                        tracing::warn!(service, error = %e, "Cannot clear a finished trigger; it runs once more (a check) after the next start");
+                    }
                     slot.busy = false;
                     return;
                 }
@@ -278,21 +328,37 @@ impl Queue {
         slots.get(service).is_some_and(|s| s.pending.is_some())
     }
 
-    /// One job: verify a package event's claim, roll out, announce the result.
-    async fn run(&self, ctx: &Context, service: &str, job: &Job) {
+    /// One job: verify a package event's claim, roll out, announce the result. `false`
+    /// when the daemon stopped before the rollout could start (the job is still owed).
+    async fn run(&self, ctx: &Context, service: &str, job: &Job) -> bool {
         let Ok(config) = ctx.config.service(service) else {
             tracing::info!(service, trigger = %job.trigger, "Not deploying: the service is no longer in the config");
-            self.delivery_outcome(job, "not deployed: the service is no longer in the config");
+            self.delivery_outcome(
+                job,
+                true,
+                "not deployed: the service is no longer in the config",
+            );
             self.inner.status.update(service, |s| s.state = State::Idle);
-            return;
+            return true;
         };
-        if let Some(expect) = &job.expect
-            && let Err(why) = verify_claim(ctx, config, expect).await
-        {
-            tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
-            self.delivery_outcome(job, &format!("not deployed: {why}"));
-            self.inner.status.update(service, |s| s.state = State::Idle);
-            return;
+        if let Some(expect) = &job.expect {
+            match verify_claim(ctx, config, expect).await {
+                Ok(()) => {}
+                Err(Claimed::Wrong(why)) => {
+                    tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
+                    self.delivery_outcome(job, true, &format!("not deployed: {why}"));
+                    self.inner.status.update(service, |s| s.state = State::Idle);
+                    return true;
+                }
+                Err(Claimed::Unknown(why)) => {
+                    // The registry is the backstop: its poller (or a redelivery, or the
+                    // sweep) catches up; this delivery counts as failed meanwhile.
+                    tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
+                    self.delivery_outcome(job, false, &format!("not deployed: {why}"));
+                    self.inner.status.update(service, |s| s.state = State::Idle);
+                    return true;
+                }
+            }
         }
         let pause_note = match job.operator {
             Some(act) => {
@@ -301,16 +367,21 @@ impl Queue {
             None => {
                 if let Err(skip) = self.admit(ctx, config, job).await {
                     tracing::info!(service, trigger = %job.trigger, "Not deploying: {skip}");
-                    self.delivery_outcome(job, &format!("not deployed: {skip}"));
+                    self.delivery_outcome(job, true, &format!("not deployed: {skip}"));
                     self.inner.status.update(service, |s| s.state = State::Idle);
-                    return;
+                    return true;
                 }
                 None
             }
         };
         let reporters = crate::util::lock(&self.inner.reporters).clone();
         let clock = std::time::Instant::now();
-        let (outcome, github) = self.roll(ctx, &reporters, config, job).await;
+        let Some((outcome, github)) = self.roll(ctx, &reporters, config, job).await else {
+            self.inner
+                .status
+                .update(service, |s| s.state = State::Queued);
+            return false;
+        };
         match &outcome {
             Ok(report) => {
                 automation::rollout_ended(&ctx.store, config, report, pause_note.as_deref());
@@ -327,6 +398,7 @@ impl Queue {
                 .automatic_rollout_ended(service, outcome.as_ref().ok());
         }
         self.announce(&reporters, config, job, &outcome, github, clock.elapsed());
+        true
     }
 
     /// Automation's job: what it heads for now (a promotion's digest, else the track's in
@@ -351,15 +423,17 @@ impl Queue {
         }
     }
 
-    /// Runs the rollout, waiting while another process (a CLI deploy) holds the lock.
-    /// Returns its report, or why it did not start, and its GitHub report if one began.
+    /// Runs the rollout, waiting while another process (a CLI deploy) holds the lock, and
+    /// trying again with backoff while it cannot start (state or Docker errors). Returns
+    /// its report and its GitHub report if one began; `None` when the daemon stopped
+    /// before it could start.
     async fn roll(
         &self,
         ctx: &Context,
         reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
-    ) -> (Result<rollout::Report, String>, Option<github::Report>) {
+    ) -> Option<(Result<rollout::Report, String>, Option<github::Report>)> {
         let service = config.name.as_str();
         let request = Request {
             target: job.target.clone(),
@@ -380,21 +454,45 @@ impl Queue {
             s.step = None;
             s.trigger = Some(job.trigger.clone());
         });
+        let mut retry = START_RETRY;
+        let mut failing: Option<String> = None;
         let outcome = loop {
-            match rollout::run(ctx, config, &request, &observer).await {
+            self.persist_unsaved(service);
+            let wait = match rollout::run(ctx, config, &request, &observer).await {
                 Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
                     tracing::info!(service, %holder, "Waiting for another hoist process to finish");
-                    tokio::select! {
-                        () = tokio::time::sleep(LOCK_RETRY) => continue,
-                        () = self.inner.stop.cancelled() => break Err("shut down while waiting for the lock".to_string()),
-                    }
+                    LOCK_RETRY
                 }
                 Ok(report) => break Ok(report),
-                Err(e) => break Err(e.to_string()),
+                Err(e) => {
+                    let error = e.to_string();
+                    if failing.as_deref() != Some(error.as_str()) {
+                        tracing::warn!(service, trigger = %job.trigger, %error, retry_s = retry.as_secs(),
+                            "The rollout could not start; the trigger is kept and tried again");
+                    }
+                    self.inner.status.update(service, |s| {
+                        s.state = State::Queued;
+                        s.step = None;
+                    });
+                    failing = Some(error);
+                    let wait = retry;
+                    retry = (retry * 2).min(START_RETRY_MAX);
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.stop.cancelled() => {
+                    tracing::info!(service, trigger = %job.trigger, "Stopping before the rollout could start; the trigger runs after the next start");
+                    return None;
+                }
             }
         };
+        if failing.is_some() {
+            tracing::info!(service, trigger = %job.trigger, "The rollout started after earlier tries failed");
+        }
         let github = crate::util::lock(&observer.github).take();
-        (outcome, github)
+        Some((outcome, github))
     }
 
     /// Tells GitHub, the chat, the metrics, the delivery log and the live status how the
@@ -441,16 +539,18 @@ impl Queue {
                 (State::Failed, format!("not started: {e}"))
             }
         };
-        self.delivery_outcome(job, &text);
+        self.delivery_outcome(job, state == State::Idle, &text);
         self.inner.status.update(service, |s| {
             s.state = state;
             s.step = None;
         });
     }
 
-    fn delivery_outcome(&self, job: &Job, outcome: &str) {
-        if let Some(id) = &job.delivery {
-            let _ = self.inner.store.set_delivery_outcome(id, outcome);
+    /// Tells the delivery log what the job's delivery came to; `ok` false lets a
+    /// redelivery (or the sweep) process it again.
+    fn delivery_outcome(&self, job: &Job, ok: bool, outcome: &str) {
+        if let Some(delivery) = &job.delivery {
+            self.inner.deliveries.settle(delivery, ok, outcome);
         }
     }
 }
@@ -460,20 +560,28 @@ async fn verify_claim(
     ctx: &Context,
     config: &ServiceConfig,
     expect: &Expected,
-) -> Result<(), String> {
-    {
-        match ctx.registry.resolve(&config.image, &expect.tag).await {
-            Ok(d) if d == expect.digest => Ok(()),
-            Ok(d) => Err(format!(
-                "the delivery says {}:{} is {}, the registry says {}",
-                config.image,
-                expect.tag,
-                expect.digest.short(),
-                d.short()
-            )),
-            Err(e) => Err(format!("cannot check the delivery's digest: {e}")),
-        }
+) -> Result<(), Claimed> {
+    match ctx.registry.resolve(&config.image, &expect.tag).await {
+        Ok(d) if d == expect.digest => Ok(()),
+        Ok(d) => Err(Claimed::Wrong(format!(
+            "the delivery says {}:{} is {}, the registry says {}",
+            config.image,
+            expect.tag,
+            expect.digest.short(),
+            d.short()
+        ))),
+        Err(e) => Err(Claimed::Unknown(format!(
+            "cannot check the delivery's digest: {e}"
+        ))),
     }
+}
+
+/// Why a package event's claim was not taken.
+enum Claimed {
+    /// The registry says otherwise.
+    Wrong(String),
+    /// The registry could not be asked.
+    Unknown(String),
 }
 
 /// Follows a daemon rollout into the live status, the metrics and GitHub.
