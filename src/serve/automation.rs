@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ServiceConfig;
 use crate::context::Context;
@@ -33,6 +33,8 @@ use crate::util::{SHOWN, escape};
 /// The first wait after a failure that was not the image's fault; each next one doubles.
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+/// How long an operator's rollout waits to learn what automation heads for.
+const HEADING_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What an operator's rollout does, as far as automation is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub(crate) struct Automation {
 #[derive(Debug, Clone, Copy)]
 struct Backoff {
     failures: u32,
-    until: Instant,
+    /// Milliseconds since the Unix epoch.
     until_ms: i64,
 }
 
@@ -116,7 +118,7 @@ impl Automation {
         stored_restraint(store, s, digest, trigger)?;
         let backoff = crate::util::lock(&self.backoff).get(&s.name).copied();
         match backoff {
-            Some(b) if Instant::now() < b.until => Err(Skip::BackingOff {
+            Some(b) if now_ms() < b.until_ms => Err(Skip::BackingOff {
                 until_ms: b.until_ms,
                 failures: b.failures,
             }),
@@ -147,7 +149,6 @@ impl Automation {
             service.to_string(),
             Backoff {
                 failures,
-                until: Instant::now() + wait,
                 until_ms: now_ms() + millis(wait),
             },
         );
@@ -313,7 +314,12 @@ pub(crate) async fn operator_rollout(
     if matches!(ctx.store.pause(&s.name), Ok(Some(p)) if p.until_resumed) {
         return None;
     }
-    let heading = heading(ctx, s).await;
+    // A rollback must not wait on a registry that hangs (it needs none): past this, the
+    // pause takes what automation heads for at its next look.
+    let heading = tokio::time::timeout(HEADING_PATIENCE, heading(ctx, s))
+        .await
+        .ok()
+        .flatten();
     let reason = if act == Act::Rollback {
         "rolled back by an operator".to_string()
     } else {

@@ -59,6 +59,18 @@ async fn status(d: &Daemon) -> serde_json::Value {
     reply.body["services"][0].clone()
 }
 
+/// The daemon's status page, as a browser asks for it.
+async fn page(d: &Daemon) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("{}/status", d.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// Waits until the poller has looked at the registry `n` more times (each look changes
 /// `last_poll`): the journal asserted after it saw that many chances to deploy.
 async fn wait_polls(d: &Daemon, n: usize) {
@@ -149,6 +161,13 @@ async fn a_broken_image_on_the_track_fails_once_and_is_held_back_until_the_track
         "serving v1, not a red failure: {web:#}"
     );
     assert_eq!(web["health"], "healthy");
+    let html = page(&d).await;
+    assert!(
+        html.contains("<dt>held back</dt>")
+            && html.contains(&broken[7..19])
+            && html.contains("badge idle"),
+        "{html}"
+    );
     let metrics = d.get("/metrics").await.body;
     let metrics = metrics.as_str().unwrap();
     assert!(
@@ -246,6 +265,12 @@ async fn after_a_rollback_automation_waits_for_a_new_digest_and_pause_resume_wor
     assert_eq!(web["state"], "paused", "{web:#}");
     assert_eq!(web["paused"]["by"], "api rollback");
     assert_eq!(web["paused"]["track_digest"], bad.as_str());
+    let html = page(&d).await;
+    assert!(
+        html.contains("badge paused")
+            && html.contains("by api rollback: rolled back by an operator"),
+        "{html}"
+    );
 
     // Polls, a package event and a push (its watch window) for the bad digest: nothing.
     let reply = d
@@ -383,6 +408,12 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
             .map(|r| r.0)
             .collect::<Vec<Instant>>()
     };
+    // What compose started runs the digest the registry gives `main` (so that a watch
+    // would not take it for out of date for another reason).
+    assert_eq!(
+        status(&d).await["running_digest"],
+        f.digests["main"].as_str()
+    );
     let reply = d.deliver("push", "push-1", &push_event(REPO, "main")).await;
     assert_eq!(reply.status, 202, "{:?}", reply.body);
     let run = hoist(
@@ -416,4 +447,47 @@ async fn a_manual_deploy_during_a_push_watch_window_stays_deployed() {
     assert_eq!(history[0]["trigger"], "api deploy");
     assert_eq!(f.running_image(), f.pinned("v2"));
     assert_eq!(status(&d).await["paused"]["by"], "api deploy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_that_is_not_the_images_is_retried_with_backoff_and_holds_nothing() {
+    // The running container's Traefik labels differ from hoist's: every rollout is refused
+    // at resolve, whatever the digest.
+    let (f, d) = polled(Options {
+        edit_fragment: |f| f.replace("retry.attempts: \"3\"", "retry.attempts: \"5\""),
+        ..tracking_main()
+    })
+    .await;
+    let digest = push_main(&f, Variant::V2).await;
+    let history = f
+        .wait_history("three refused rollouts", WAIT, |h| finished(h, 3))
+        .await;
+    for h in &history {
+        assert_eq!(
+            (
+                h["outcome"].as_str(),
+                h["step"].as_str(),
+                h["trigger"].as_str()
+            ),
+            (Some("failed"), Some("resolve"), Some("poll")),
+            "{h:#}"
+        );
+        assert!(h["note"].is_null(), "nothing held back: {h:#}");
+    }
+    // Newest first: the waits between the attempts were 10 s, then 20 s (each plus up to
+    // a poll interval), not the poll interval.
+    let started = |i: usize| history[i]["started_at"].as_i64().unwrap();
+    let (first, second) = (started(1) - started(2), started(0) - started(1));
+    println!("refused rollouts {first} ms and {second} ms apart with 1 s polling");
+    assert!((10_000..14_000).contains(&first), "{first} ms");
+    assert!((20_000..24_000).contains(&second), "{second} ms");
+    let web = status(&d).await;
+    assert!(web["held_back"].is_null(), "{web:#}");
+    assert_eq!(web["state"], "failed", "a problem to fix: {web:#}");
+    assert!(
+        d.log().contains("automation tries again after a backoff"),
+        "{}",
+        d.log()
+    );
+    assert_ne!(status(&d).await["running_digest"], digest.as_str());
 }

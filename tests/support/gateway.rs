@@ -186,9 +186,9 @@ async fn answer(state: &State, me: SocketAddr, req: Request<Incoming>) -> Respon
     }
     let url = format!("http://{}{path_and_query}", state.upstream);
     let mut upstream = state.http.request(req.method().clone(), &url);
-    // Every value: Docker sends one Accept header per manifest type it takes, and with only
-    // the first the registry may answer a schema 1 manifest, signed anew each time (another
-    // digest than the pushed one on every pull).
+    // Every value: Docker sends one Accept header per manifest type it takes, and a
+    // registry asked with the first alone may answer another form of the manifest, under
+    // another digest.
     for name in ["accept", "range"] {
         for v in req.headers().get_all(name) {
             upstream = upstream.header(name, v.clone());
