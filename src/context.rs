@@ -56,4 +56,18 @@ impl Context {
             cord,
         })
     }
+
+    /// The same Docker connection, state and drain cord with a new config: a new registry
+    /// client (its credentials) and Traefik routing. The caller keeps `state` and `docker`
+    /// as they were (those need a restart).
+    pub(crate) fn reconfigured(&self, config: Config) -> Context {
+        Context {
+            registry: Arc::new(Registry::new(&config)),
+            routing: Routing::new(&config.traefik),
+            config: Arc::new(config),
+            engine: self.engine.clone(),
+            store: self.store.clone(),
+            cord: self.cord.clone(),
+        }
+    }
 }

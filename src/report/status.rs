@@ -102,6 +102,19 @@ impl Status {
         change(map.entry(service.to_string()).or_default());
     }
 
+    /// After a reload: knows exactly `services`, except that a service still rolling or
+    /// queued stays until its rollout is over.
+    pub(crate) fn keep_only<'a>(&self, services: impl IntoIterator<Item = &'a str>) {
+        let keep: std::collections::BTreeSet<&str> = services.into_iter().collect();
+        let mut map = crate::util::lock(&self.services);
+        map.retain(|name, s| {
+            keep.contains(name.as_str()) || matches!(s.state, State::Rolling | State::Queued)
+        });
+        for name in keep {
+            map.entry(name.to_string()).or_default();
+        }
+    }
+
     pub(crate) fn get(&self, service: &str) -> ServiceStatus {
         let map = crate::util::lock(&self.services);
         map.get(service).cloned().unwrap_or_default()

@@ -9,6 +9,7 @@
 //! reports and notifications a bounded time, and say if it ran out.
 
 pub(crate) mod http;
+pub(crate) mod live;
 pub(crate) mod poller;
 pub(crate) mod promotion;
 pub(crate) mod queue;
@@ -31,6 +32,7 @@ use crate::context::Context;
 use crate::report::status::Status;
 use crate::rollout::recover;
 use crate::serve::http::App;
+use crate::serve::live::Live;
 use crate::serve::poller::Watches;
 use crate::serve::queue::Queue;
 use crate::store::deliveries::Deliveries;
@@ -51,7 +53,7 @@ impl Daemon {
     pub(crate) async fn build(config: Config, config_path: &Path) -> anyhow::Result<Daemon> {
         warn_about_loose_secrets(&config);
         let ctx = Context::open(config).await?;
-        recover_all(&ctx).await;
+        recover(&ctx, &ctx.config.services).await;
         let listen = ctx.config.server.listen;
         let listener = TcpListener::bind(listen)
             .await
@@ -65,8 +67,9 @@ impl Daemon {
             Deliveries::open(ctx.store.clone())
                 .context("cannot load the webhook deliveries seen so far")?,
         );
+        let live = Live::new(ctx.clone());
         let queue = Queue::new(
-            ctx.clone(),
+            live.clone(),
             status.clone(),
             metrics.clone(),
             deliveries.clone(),
@@ -77,7 +80,7 @@ impl Daemon {
                 hooks: Arc::new(sweep::Hooks::open(&ctx.config, ctx.store.clone())),
                 write_check: Arc::default(),
                 deliveries,
-                ctx,
+                live,
                 queue,
                 watches: Watches::default(),
                 status,
@@ -101,12 +104,13 @@ impl Daemon {
         let addr = listener.local_addr()?;
 
         app.queue.restore();
-        let mut background = spawn_background(&app);
-        if let Some(hangups) = reload::listen() {
-            background.spawn(reload::run(hangups, config_path, app.stop.clone()));
-        }
+        let mut background = JoinSet::new();
+        // The pollers and the promotion loop run under the reloader, which restarts them
+        // with each config it applies.
+        background.spawn(reload::run(reload::listen(), config_path, app.clone()));
+        background.spawn(app.deliveries.clone().run(app.stop.clone()));
         let mut server = serve(&app, listener);
-        tracing::info!(%addr, services = app.ctx.config.services.len(), "Listening on http://{addr}");
+        tracing::info!(%addr, services = app.live.now().config.services.len(), "Listening on http://{addr}");
         systemd::ready(&app.status.summary());
         // Pet the watchdog only once READY has been sent.
         background.spawn(systemd::watchdog(app.status.clone(), app.stop.clone()));
@@ -127,10 +131,10 @@ impl Daemon {
     }
 }
 
-/// The pollers, the promotion loop, the delivery log's flusher and the sweep of missed
-/// deliveries, until `app.stop`.
-fn spawn_background(app: &App) -> JoinSet<()> {
-    let ctx = &app.ctx;
+/// The pollers, the promotion loop and the sweep of missed webhook deliveries for the
+/// config in `ctx`, until `app.stop` or until the set is shut down (a reload starts new
+/// ones, with the config's GitHub token and sweep interval).
+fn spawn_automation(app: &App, ctx: &Context) -> JoinSet<()> {
     let mut background = JoinSet::new();
     for s in ctx
         .config
@@ -152,14 +156,14 @@ fn spawn_background(app: &App) -> JoinSet<()> {
         app.queue.clone(),
         app.stop.clone(),
     ));
-    background.spawn(app.deliveries.clone().run(app.stop.clone()));
-    background.spawn(sweep::run(app.clone()));
+    background.spawn(sweep::run(app.clone(), ctx.clone()));
     background
 }
 
-/// The HTTP server, until `app.stop`.
+/// The HTTP server, until `app.stop`. Its limits are fixed for the process's life.
 fn serve(app: &App, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
-    let server = &app.ctx.config.server;
+    let ctx = app.live.now();
+    let server = &ctx.config.server;
     let limits = http::connections::Limits {
         max_connections: server.max_connections,
         header_timeout: server.header_timeout,
@@ -178,13 +182,14 @@ fn serve(app: &App, listener: TcpListener) -> JoinHandle<std::io::Result<()>> {
 /// recovery, then give their GitHub reports and notifications [`REPORT_GRACE`].
 /// `server` is the HTTP server's task, unless it already ended.
 async fn shut_down(app: &App, server: Option<JoinHandle<std::io::Result<()>>>) {
-    let grace = app.ctx.config.server.shutdown_grace;
+    let grace = app.live.now().config.server.shutdown_grace;
     tracing::info!(
         grace_s = grace.as_secs(),
         "Shutting down: no new requests or triggers; letting running rollouts finish"
     );
     systemd::stopping("shutting down");
     app.stop.cancel();
+    app.intake.shutdown().await;
     if app.queue.shutdown(grace).await {
         tracing::info!("All rollouts finished; stopped");
     } else {
@@ -209,9 +214,9 @@ async fn shut_down(app: &App, server: Option<JoinHandle<std::io::Result<()>>>) {
     app.watches.shutdown().await;
 }
 
-/// Recovers interrupted rollouts of every service whose lock is free.
-async fn recover_all(ctx: &Context) {
-    for s in &ctx.config.services {
+/// Recovers interrupted rollouts of each service whose lock is free.
+async fn recover(ctx: &Context, services: &[crate::config::ServiceConfig]) {
+    for s in services {
         match recover::locked(ctx, s, "hoist serve (recovery)").await {
             Ok(_lock) => {}
             Err(recover::LockedError::Recover(e)) => {

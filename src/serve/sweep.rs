@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::context::Context;
 use crate::github::hooks::{self, HookApi};
 use crate::github::webhook::{self, Event};
 use crate::serve::http::{self, App};
@@ -90,10 +91,10 @@ pub(crate) struct Swept {
     pub errors: usize,
 }
 
-/// Sweeps every `github.sweep_interval` until the daemon stops; nothing without a token
-/// or with the interval at zero.
-pub(crate) async fn run(app: App) {
-    let github = &app.ctx.config.github;
+/// Sweeps every `github.sweep_interval` of the config in `ctx` until the daemon stops (or
+/// a reload replaces it); nothing without a token or with the interval at zero.
+pub(crate) async fn run(app: App, ctx: Context) {
+    let github = &ctx.config.github;
     let interval = github.sweep_interval;
     let Some(token) = github.token.clone() else {
         return;
@@ -119,7 +120,7 @@ pub(crate) async fn run(app: App) {
             () = tokio::time::sleep_until(next) => {}
             () = app.stop.cancelled() => return,
         }
-        let swept = sweeper.tick(&app).await;
+        let swept = sweeper.tick(&app, &app.live.now()).await;
         if swept.acted > 0 || swept.errors > 0 {
             tracing::info!(
                 hooks = swept.hooks,
@@ -153,17 +154,25 @@ pub(crate) struct Sweeper {
 
 impl Sweeper {
     /// One sweep over every known hook of a repository some service follows.
-    pub(crate) async fn tick(&mut self, app: &App) -> Swept {
+    pub(crate) async fn tick(&mut self, app: &App, ctx: &Context) -> Swept {
         let api = &self.api;
-        let followed: HashSet<&str> = app
-            .ctx
+        let followed: HashSet<&str> = ctx
             .config
             .services
             .iter()
             .filter_map(|s| s.github_repository.as_deref())
             .collect();
         let mut swept = Swept::default();
-        for (repository, hook) in app.hooks.all() {
+        // The configured hooks too: a reload may have added some.
+        let mut hooks: BTreeSet<(String, u64)> = app.hooks.all().into_iter().collect();
+        hooks.extend(
+            ctx.config
+                .github
+                .hook_ids
+                .iter()
+                .map(|(repo, id)| (repo.clone(), *id)),
+        );
+        for (repository, hook) in hooks {
             if !followed.contains(repository.as_str()) || app.stop.is_cancelled() {
                 continue;
             }

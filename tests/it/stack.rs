@@ -719,4 +719,19 @@ fn traefik_config_is_what_hoist_relies_on() {
         dynamic["http"]["routers"]["hoist"]["tls"]["certResolver"],
         resolver
     );
+    // Traefik must close its idle keep-alive connections to hoist before hoist does, or a
+    // delivery can be written onto a connection hoist is closing.
+    let transport = dynamic["http"]["services"]["hoist"]["loadBalancer"]["serversTransport"]
+        .as_str()
+        .expect("hoist's service names a serversTransport");
+    let traefik_idle =
+        dynamic["http"]["serversTransports"][transport]["forwardingTimeouts"]["idleConnTimeout"]
+            .as_str()
+            .expect("the serversTransport sets idleConnTimeout");
+    let hoist_idle = config_str(&config, "/server/idle_timeout");
+    assert!(
+        humantime::parse_duration(traefik_idle).unwrap()
+            < humantime::parse_duration(hoist_idle).unwrap(),
+        "Traefik's idleConnTimeout {traefik_idle} must be shorter than hoist's idle_timeout {hoist_idle}"
+    );
 }

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::context::Context;
 use crate::docker::service::CurrentError;
 use crate::image;
 use crate::report::page;
@@ -79,7 +80,8 @@ fn authorize(headers: &HeaderMap, accepted: &[&Secret]) -> Result<(), Denied> {
 
 /// Read routes: open unless a status token is configured (the admin token works too).
 fn authorize_read(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
-    let server = &app.ctx.config.server;
+    let ctx = app.live.now();
+    let server = &ctx.config.server;
     match &server.status_token {
         None => Ok(()),
         Some(status) => {
@@ -92,7 +94,7 @@ fn authorize_read(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
 
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize_read(&app, &headers)?;
-    let doc: Document = status::document(&app.ctx, Some(&app.status)).await;
+    let doc: Document = status::document(&app.live.now(), Some(&app.status)).await;
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -116,13 +118,13 @@ async fn deploys(
     Query(q): Query<DeploysQuery>,
 ) -> Result<Response, ApiError> {
     authorize_read(&app, &headers)?;
+    let ctx = app.live.now();
     if let Some(s) = &q.service
-        && let Err(e) = app.ctx.config.service(s)
+        && let Err(e) = ctx.config.service(s)
     {
         return Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()));
     }
-    let deploys = app
-        .ctx
+    let deploys = ctx
         .store
         .deploys(q.service.as_deref(), q.limit.unwrap_or(50).min(1000))
         .map_err(|e| {
@@ -137,13 +139,13 @@ async fn deploys(
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize_read(&app, &headers)?;
-    let states: Vec<(String, String, crate::store::ServiceState)> = app
-        .ctx
+    let ctx = app.live.now();
+    let states: Vec<(String, String, crate::store::ServiceState)> = ctx
         .config
         .services
         .iter()
         .filter_map(|s| {
-            let st = app.ctx.store.service_state(&s.name).ok().flatten()?;
+            let st = ctx.store.service_state(&s.name).ok().flatten()?;
             Some((s.name.clone(), s.environment.clone(), st))
         })
         .collect();
@@ -178,7 +180,8 @@ async fn action(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(admin) = app.ctx.config.server.admin_token.as_ref() else {
+    let ctx = app.live.now();
+    let Some(admin) = ctx.config.server.admin_token.as_ref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "admin routes are off: set server.admin_token_file to enable them",
@@ -191,7 +194,7 @@ async fn action(
         }
         return Err(denied.into());
     }
-    let Ok(service) = app.ctx.config.service(&name).cloned() else {
+    let Ok(service) = ctx.config.service(&name).cloned() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no service named `{name}`"),
@@ -199,8 +202,8 @@ async fn action(
     };
     let job = match action.as_str() {
         "deploy" => deploy_job(&body)?,
-        "rollback" => rollback_job(&app, &name)?,
-        "promote" => match promotion::candidate(&app.ctx, &service).await {
+        "rollback" => rollback_job(&ctx, &name)?,
+        "promote" => match promotion::candidate(&ctx, &service).await {
             Ok((digest, _)) => promotion::job(&service, digest, "api"),
             Err(e) => return Err(promotion_refused(e)),
         },
@@ -239,8 +242,8 @@ fn deploy_job(body: &[u8]) -> Result<Job, ApiError> {
 }
 
 /// `rollback`: the digest the service ran before its current one.
-fn rollback_job(app: &App, name: &str) -> Result<Job, ApiError> {
-    match request::rollback_target(&app.ctx.store, name).ok() {
+fn rollback_job(ctx: &Context, name: &str) -> Result<Job, ApiError> {
+    match request::rollback_target(&ctx.store, name).ok() {
         Some(target) => Ok(Job::new(target, "api rollback")),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,

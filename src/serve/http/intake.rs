@@ -11,6 +11,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::StreamExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::github::webhook;
 use crate::serve::http::ApiError;
@@ -126,22 +128,14 @@ pub(crate) fn refused(
     ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
 }
 
-/// Reads and discards what is left of a refused body, for at most [`LINGER`], so that a
-/// client still sending it can read the answer (nginx's lingering close): closing a
-/// connection with unread input resets it, and the answer is lost. Costs no memory.
-pub(crate) fn linger(body: Body) {
-    tokio::spawn(async move {
-        let mut stream = body.into_data_stream();
-        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = tokio::time::timeout(LINGER, drain).await;
-    });
-}
-
 /// The budget of body bytes in flight, shared by all connections.
 #[derive(Clone)]
 pub(crate) struct Intake {
     budget: Arc<Semaphore>,
     timeout: Duration,
+    /// Refused bodies being read and discarded; ended at shutdown.
+    lingering: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Default for Intake {
@@ -162,7 +156,30 @@ impl Intake {
         Intake {
             budget: Arc::new(Semaphore::new(bytes)),
             timeout,
+            lingering: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Reads and discards what is left of a refused body, for at most [`LINGER`], so that
+    /// a client still sending it can read the answer (nginx's lingering close): closing a
+    /// connection with unread input resets it, and the answer is lost. Costs no memory.
+    pub(crate) fn linger(&self, body: Body) {
+        let stop = self.stop.clone();
+        self.lingering.spawn(async move {
+            let mut stream = body.into_data_stream();
+            let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = stop
+                .run_until_cancelled(tokio::time::timeout(LINGER, drain))
+                .await;
+        });
+    }
+
+    /// At shutdown: stops discarding refused bodies and waits for those tasks to end.
+    pub(crate) async fn shutdown(&self) {
+        self.stop.cancel();
+        self.lingering.close();
+        self.lingering.wait().await;
     }
 
     /// Reserves `n` bytes of the budget, or says hoist is busy.
@@ -188,7 +205,7 @@ impl Intake {
         let mut permit = match length.map(|n| self.reserve(n)).transpose() {
             Ok(permit) => permit,
             Err(busy) => {
-                linger(body);
+                self.linger(body);
                 return Err(busy);
             }
         };

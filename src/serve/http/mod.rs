@@ -23,10 +23,10 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
 use crate::github::webhook::{self, Event};
 use crate::report::status::Status;
 use crate::rollout::Target;
+use crate::serve::live::Live;
 use crate::serve::poller::Watches;
 use crate::serve::queue::{Expected, Job, Queue, Submitted};
 use crate::serve::sweep::Hooks;
@@ -39,7 +39,8 @@ use intake::{Claimed, Intake};
 /// Everything the handlers share.
 #[derive(Clone)]
 pub(crate) struct App {
-    pub ctx: Context,
+    /// The running config and context; each handler takes a snapshot.
+    pub live: Live,
     pub deliveries: Arc<Deliveries>,
     /// The webhooks seen delivering each repository, for the sweep.
     pub hooks: Arc<Hooks>,
@@ -89,18 +90,19 @@ async fn healthz() -> Response {
 /// its journal and lock files there; reads alone pass on a read-only or full disk). The
 /// body says which one is not, naming the state directory; the log says why.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let docker = app.ctx.engine.ping().await;
+    let ctx = app.live.now();
+    let docker = ctx.engine.ping().await;
     if let Err(e) = &docker {
         tracing::warn!(error = %e, "Not ready: the Docker engine does not answer");
     }
-    let state = app.write_check.check(&app.ctx.store).await;
+    let state = app.write_check.check(&ctx.store).await;
     let answer = |ok: bool| if ok { "ok" } else { "unavailable" };
     let mut body = json!({
         "docker": answer(docker.is_ok()),
         "state": if state.is_ok() { "ok" } else { "not writable" },
     });
     if state.is_err() {
-        body["state_dir"] = json!(app.ctx.store.dir().display().to_string());
+        body["state_dir"] = json!(ctx.store.dir().display().to_string());
     }
     let code = if docker.is_ok() && state.is_ok() {
         StatusCode::OK
@@ -193,7 +195,8 @@ async fn read_delivery<'a>(
     headers: &'a HeaderMap,
     body: Body,
 ) -> Result<Delivery<'a>, ApiError> {
-    let checked = match app.ctx.config.github.webhook_secret.as_ref() {
+    let ctx = app.live.now();
+    let checked = match ctx.config.github.webhook_secret.as_ref() {
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "webhooks are not configured (set github.webhook_secret_file)",
@@ -212,7 +215,7 @@ async fn read_delivery<'a>(
     ) = match checked {
         Ok(checked) => checked,
         Err(refused) => {
-            intake::linger(body);
+            app.intake.linger(body);
             return Err(refused);
         }
     };
@@ -325,7 +328,8 @@ pub(crate) fn act(app: &App, event: &str, delivery: &DeliveryId, parsed: &Event)
         shown(event),
         shown(&delivery.id)
     );
-    for s in &app.ctx.config.services {
+    let ctx = app.live.now();
+    for s in &ctx.config.services {
         if let Err(reason) = webhook::concerns(s, parsed) {
             reasons.push(reason);
             continue;
@@ -352,7 +356,7 @@ pub(crate) fn act(app: &App, event: &str, delivery: &DeliveryId, parsed: &Event)
                     ..Job::new(Target::Track, trigger.clone())
                 };
                 app.watches
-                    .start(&app.ctx, &app.queue, &app.status, s, job, &app.stop);
+                    .start(&ctx, &app.queue, &app.status, s, job, &app.stop);
                 changed = true;
                 format!(
                     "watching the registry for up to {}",

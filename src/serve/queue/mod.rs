@@ -29,6 +29,7 @@ use crate::report::status::{State, Status};
 use crate::rollout::lock::LockError;
 use crate::rollout::{self, Request, RolloutError};
 use crate::rollout::{Observer, Step};
+use crate::serve::live::Live;
 use crate::store::PendingRow;
 use crate::store::deliveries::Deliveries;
 
@@ -51,11 +52,13 @@ pub(crate) struct Queue {
 }
 
 struct Inner {
-    ctx: Context,
+    live: Live,
+    /// The state, fixed for the process's life (a reload keeps `state.dir`).
+    store: crate::store::Store,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
-    deployments: Deployments,
-    notifier: Notifier,
+    /// Rebuilt from the config on a reload (their tokens and URLs may have changed).
+    reporters: Mutex<Reporters>,
     /// Told what the work of each webhook delivery came to.
     deliveries: Arc<Deliveries>,
     slots: Mutex<HashMap<String, Slot>>,
@@ -66,6 +69,27 @@ struct Inner {
     /// Cancelled when the shutdown grace ran out during a rollout.
     abandoned: CancellationToken,
     stop: CancellationToken,
+}
+
+/// Who hears about a rollout: GitHub Deployments and the chat.
+#[derive(Clone)]
+struct Reporters {
+    deployments: Deployments,
+    notifier: Notifier,
+}
+
+impl Reporters {
+    fn new(ctx: &Context, reports: &TaskTracker, abandoned: &CancellationToken) -> Reporters {
+        Reporters {
+            deployments: Deployments::new(
+                &ctx.config,
+                ctx.store.clone(),
+                reports.clone(),
+                abandoned.clone(),
+            ),
+            notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -79,28 +103,25 @@ struct Slot {
 
 impl Queue {
     pub(crate) fn new(
-        ctx: Context,
+        live: Live,
         status: Arc<Status>,
         metrics: Arc<Metrics>,
         deliveries: Arc<Deliveries>,
         stop: CancellationToken,
     ) -> Queue {
+        let ctx = live.now();
+        // Fixed for the process's life: a reload keeps `server.max_parallel`.
         let permits = Semaphore::new(ctx.config.server.max_parallel);
         let reports = TaskTracker::new();
         let abandoned = CancellationToken::new();
         Queue {
             inner: Arc::new(Inner {
-                deployments: Deployments::new(
-                    &ctx.config,
-                    ctx.store.clone(),
-                    reports.clone(),
-                    abandoned.clone(),
-                ),
-                notifier: Notifier::new(ctx.config.clone(), reports.clone()),
+                reporters: Mutex::new(Reporters::new(&ctx, &reports, &abandoned)),
                 reports,
                 abandoned,
+                store: ctx.store.clone(),
                 deliveries,
-                ctx,
+                live,
                 status,
                 metrics,
                 slots: Mutex::new(HashMap::new()),
@@ -159,8 +180,16 @@ impl Queue {
         Submitted::Started
     }
 
+    /// After a reload: GitHub and chat reports of rollouts starting from now use the
+    /// config in `ctx`; running ones keep what they began with.
+    pub(crate) fn reconfigure(&self, ctx: &Context) {
+        let inner = &self.inner;
+        *crate::util::lock(&inner.reporters) =
+            Reporters::new(ctx, &inner.reports, &inner.abandoned);
+    }
+
     fn persist(&self, row: &PendingRow) {
-        let saved = self.inner.ctx.store.save_pending(row);
+        let saved = self.inner.store.save_pending(row);
         if let Err(e) = &saved {
             tracing::warn!(service = %row.service, error = %e, "Cannot persist a pending trigger; it is kept in memory and written again before each try");
         }
@@ -181,16 +210,17 @@ impl Queue {
 
     /// Re-submits the triggers that were waiting when the daemon last stopped.
     pub(crate) fn restore(&self) {
-        match self.inner.ctx.store.pending() {
+        let ctx = self.inner.live.now();
+        match ctx.store.pending() {
             Ok(rows) => {
                 for row in rows {
                     match Job::from_row(&row) {
-                        Some(job) if self.inner.ctx.config.service(&row.service).is_ok() => {
+                        Some(job) if ctx.config.service(&row.service).is_ok() => {
                             tracing::info!(service = %row.service, trigger = %row.trigger, "Resuming a trigger that was waiting at the last stop");
                             self.submit(&row.service, job);
                         }
                         _ => {
-                            let _ = self.inner.ctx.store.clear_pending(&row.service);
+                            let _ = ctx.store.clear_pending(&row.service);
                         }
                     }
                 }
@@ -234,7 +264,9 @@ impl Queue {
             let Ok(permit) = self.inner.permits.acquire().await else {
                 return;
             };
-            let ran = self.run(&service, &job).await;
+            // Each rollout runs with the config as it is when it starts.
+            let ctx = self.inner.live.now();
+            let ran = self.run(&ctx, &service, &job).await;
             drop(permit);
             if !ran {
                 // Shutting down before the rollout could start: its row stays for the
@@ -267,7 +299,7 @@ impl Queue {
                     // Under the slot's lock, so that a trigger submitted meanwhile (whose
                     // row is written after it takes the slot) is not cleared.
                     slot.unsaved = None;
-                    if let Err(e) = self.inner.ctx.store.clear_pending(&service) {
+                    if let Err(e) = self.inner.store.clear_pending(&service) {
                         tracing::warn!(service, error = %e, "Cannot clear a finished trigger; it runs once more (a check) after the next start");
                     }
                     slot.busy = false;
@@ -284,12 +316,19 @@ impl Queue {
 
     /// One job: verify a package event's claim, roll out, announce the result. `false`
     /// when the daemon stopped before the rollout could start (the job is still owed).
-    async fn run(&self, service: &str, job: &Job) -> bool {
-        let Ok(config) = self.inner.ctx.config.service(service) else {
+    async fn run(&self, ctx: &Context, service: &str, job: &Job) -> bool {
+        let Ok(config) = ctx.config.service(service) else {
+            tracing::info!(service, trigger = %job.trigger, "Not deploying: the service is no longer in the config");
+            self.delivery_outcome(
+                job,
+                true,
+                "not deployed: the service is no longer in the config",
+            );
+            self.inner.status.update(service, |s| s.state = State::Idle);
             return true;
         };
         if let Some(expect) = &job.expect {
-            match self.verify_claim(config, expect).await {
+            match verify_claim(ctx, config, expect).await {
                 Ok(()) => {}
                 Err(Claimed::Wrong(why)) => {
                     tracing::warn!(service, trigger = %job.trigger, "Not deploying: {why}");
@@ -307,14 +346,15 @@ impl Queue {
                 }
             }
         }
+        let reporters = crate::util::lock(&self.inner.reporters).clone();
         let clock = std::time::Instant::now();
-        let Some((outcome, github)) = self.roll(config, job).await else {
+        let Some((outcome, github)) = self.roll(ctx, &reporters, config, job).await else {
             self.inner
                 .status
                 .update(service, |s| s.state = State::Queued);
             return false;
         };
-        self.announce(config, job, &outcome, github, clock.elapsed());
+        self.announce(&reporters, config, job, &outcome, github, clock.elapsed());
         true
     }
 
@@ -324,6 +364,8 @@ impl Queue {
     /// before it could start.
     async fn roll(
         &self,
+        ctx: &Context,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
     ) -> Option<(Result<rollout::Report, String>, Option<github::Report>)> {
@@ -335,6 +377,8 @@ impl Queue {
         };
         let observer = Follow {
             inner: &self.inner,
+            ctx,
+            deployments: &reporters.deployments,
             service: config,
             git_ref: job.git_ref.as_deref(),
             github: Mutex::new(None),
@@ -349,7 +393,7 @@ impl Queue {
         let mut failing: Option<String> = None;
         let outcome = loop {
             self.persist_unsaved(service);
-            let wait = match rollout::run(&self.inner.ctx, config, &request, &observer).await {
+            let wait = match rollout::run(ctx, config, &request, &observer).await {
                 Err(RolloutError::Lock(LockError::Held { holder, .. })) => {
                     tracing::info!(service, %holder, "Waiting for another hoist process to finish");
                     LOCK_RETRY
@@ -390,6 +434,7 @@ impl Queue {
     /// rollout ended.
     fn announce(
         &self,
+        reporters: &Reporters,
         config: &ServiceConfig,
         job: &Job,
         outcome: &Result<rollout::Report, String>,
@@ -403,7 +448,7 @@ impl Queue {
                 if let Some(github) = github {
                     github.finish(report.outcome, report.error.clone());
                 }
-                self.inner.notifier.rollout(config, report);
+                reporters.notifier.rollout(config, report);
                 metrics.rollout_finished(
                     service,
                     &config.environment,
@@ -436,29 +481,6 @@ impl Queue {
         });
     }
 
-    /// A package event names a tag and a digest; deploy only if the registry agrees.
-    async fn verify_claim(&self, config: &ServiceConfig, expect: &Expected) -> Result<(), Claimed> {
-        match self
-            .inner
-            .ctx
-            .registry
-            .resolve(&config.image, &expect.tag)
-            .await
-        {
-            Ok(d) if d == expect.digest => Ok(()),
-            Ok(d) => Err(Claimed::Wrong(format!(
-                "the delivery says {}:{} is {}, the registry says {}",
-                config.image,
-                expect.tag,
-                expect.digest.short(),
-                d.short()
-            ))),
-            Err(e) => Err(Claimed::Unknown(format!(
-                "cannot check the delivery's digest: {e}"
-            ))),
-        }
-    }
-
     /// Tells the delivery log what the job's delivery came to; `ok` false lets a
     /// redelivery (or the sweep) process it again.
     fn delivery_outcome(&self, job: &Job, ok: bool, outcome: &str) {
@@ -476,9 +498,32 @@ enum Claimed {
     Unknown(String),
 }
 
+/// A package event names a tag and a digest; deploy only if the registry agrees.
+async fn verify_claim(
+    ctx: &Context,
+    config: &ServiceConfig,
+    expect: &Expected,
+) -> Result<(), Claimed> {
+    match ctx.registry.resolve(&config.image, &expect.tag).await {
+        Ok(d) if d == expect.digest => Ok(()),
+        Ok(d) => Err(Claimed::Wrong(format!(
+            "the delivery says {}:{} is {}, the registry says {}",
+            config.image,
+            expect.tag,
+            expect.digest.short(),
+            d.short()
+        ))),
+        Err(e) => Err(Claimed::Unknown(format!(
+            "cannot check the delivery's digest: {e}"
+        ))),
+    }
+}
+
 /// Follows a daemon rollout into the live status, the metrics and GitHub.
 struct Follow<'a> {
     inner: &'a Inner,
+    ctx: &'a Context,
+    deployments: &'a Deployments,
     service: &'a ServiceConfig,
     git_ref: Option<&'a str>,
     github: Mutex<Option<github::Report>>,
@@ -487,13 +532,10 @@ struct Follow<'a> {
 impl Observer for Follow<'_> {
     fn planned(&self, tag: Option<&str>, digest: &Digest) {
         let git_ref = self.git_ref.or(tag);
-        if let Some(rollout) = Deployments::describe(
-            &self.inner.ctx.config,
-            self.service,
-            git_ref,
-            digest.as_str(),
-        ) {
-            let report = self.inner.deployments.begin(rollout);
+        if let Some(rollout) =
+            Deployments::describe(&self.ctx.config, self.service, git_ref, digest.as_str())
+        {
+            let report = self.deployments.begin(rollout);
             *crate::util::lock(&self.github) = Some(report);
         }
     }
