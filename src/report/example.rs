@@ -58,6 +58,7 @@ fn blank(name: &str) -> ServiceView {
         container: None,
         running_digest: None,
         health: "healthy".into(),
+        compose_changed: false,
         state: State::Idle,
         step: None,
         trigger: None,
@@ -68,7 +69,6 @@ fn blank(name: &str) -> ServiceView {
         next_poll: None,
         last_poll_error: None,
         watching_until: None,
-        compose_changed: false,
     }
 }
 

@@ -168,6 +168,10 @@ pub struct ServiceView {
     pub running_digest: Option<String>,
     /// healthy, starting, unhealthy, running (no healthcheck), down, or what went wrong.
     pub health: String,
+    /// The compose definition changed since the running container was created (its
+    /// config hash): `hoist deploy` would roll the change out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compose_changed: bool,
     pub state: State,
     pub step: Option<String>,
     pub trigger: Option<String>,
@@ -178,10 +182,6 @@ pub struct ServiceView {
     pub next_poll: Option<i64>,
     pub last_poll_error: Option<String>,
     pub watching_until: Option<i64>,
-    /// The compose definition changed since the running container was created (its
-    /// config hash): `hoist deploy` would roll the change out.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub compose_changed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +249,7 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         deployed_at: state.as_ref().map(|st| st.deployed_at),
         deployed_by,
         previous_digest: state.as_ref().and_then(|st| st.previous_digest.clone()),
+        compose_changed,
         container,
         running_digest,
         health,
@@ -266,7 +267,6 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         next_poll: live.next_poll,
         last_poll_error: live.last_poll_error.clone(),
         watching_until: live.watching_until,
-        compose_changed,
     }
 }
 
