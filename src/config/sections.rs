@@ -31,6 +31,22 @@ pub(super) fn read_state(table: &Table, p: &mut Problems) -> StateConfig {
     }
 }
 
+pub(super) fn read_compose(table: &Table, p: &mut Problems) -> ComposeConfig {
+    let mut c = Section::new("compose", table);
+    let command = c.opt_str_list(p, "command");
+    if command
+        .as_ref()
+        .is_some_and(|c| c.first().is_none_or(|program| program.trim().is_empty()))
+    {
+        p.add(
+            "compose.command",
+            "must name the program first, e.g. [\"docker\", \"compose\"] or [\"/usr/local/bin/docker-compose\"]",
+        );
+    }
+    c.finish(p);
+    ComposeConfig { command }
+}
+
 pub(super) fn read_docker(table: &Table, p: &mut Problems) -> DockerConfig {
     let mut d = Section::new("docker", table);
     let docker_host = d.opt_str(p, "host");
@@ -46,22 +62,6 @@ pub(super) fn read_docker(table: &Table, p: &mut Problems) -> DockerConfig {
     }
     d.finish(p);
     DockerConfig { host: docker_host }
-}
-
-pub(super) fn read_compose(table: &Table, p: &mut Problems) -> ComposeConfig {
-    let mut c = Section::new("compose", table);
-    let command = c.opt_str_list(p, "command");
-    if command
-        .as_ref()
-        .is_some_and(|c| c.first().is_none_or(|program| program.trim().is_empty()))
-    {
-        p.add(
-            "compose.command",
-            "must name the program first, e.g. [\"docker\", \"compose\"] or [\"/usr/local/bin/docker-compose\"]",
-        );
-    }
-    c.finish(p);
-    ComposeConfig { command }
 }
 
 /// How often the sweep lists each hook's recent deliveries: one or two API requests a

@@ -60,6 +60,7 @@ fn blank(name: &str) -> ServiceView {
         container: None,
         running_digest: None,
         health: "healthy".into(),
+        compose_changed: false,
         state: State::Idle,
         step: None,
         trigger: None,
@@ -72,7 +73,6 @@ fn blank(name: &str) -> ServiceView {
         watching_until: None,
         held_back: None,
         paused: None,
-        compose_changed: false,
     }
 }
 

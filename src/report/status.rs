@@ -190,6 +190,10 @@ pub struct ServiceView {
     pub running_digest: Option<String>,
     /// healthy, starting, unhealthy, running (no healthcheck), down, or what went wrong.
     pub health: String,
+    /// The compose definition changed since the running container was created (its
+    /// config hash): `hoist deploy` would roll the change out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compose_changed: bool,
     pub state: State,
     pub step: Option<String>,
     pub trigger: Option<String>,
@@ -206,10 +210,6 @@ pub struct ServiceView {
     /// Automation paused by an operator: by whom, why, since when.
     #[serde(default)]
     pub paused: Option<Pause>,
-    /// The compose definition changed since the running container was created (its
-    /// config hash): `hoist deploy` would roll the change out.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub compose_changed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +275,7 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         deployed_at: state.as_ref().map(|st| st.deployed_at),
         deployed_by,
         previous_digest: state.as_ref().and_then(|st| st.previous_digest.clone()),
+        compose_changed,
         container,
         running_digest,
         health,
@@ -299,7 +300,6 @@ async fn service_view(ctx: &Context, s: &ServiceConfig, live: Option<&Status>) -
         watching_until: live.watching_until,
         held_back,
         paused,
-        compose_changed,
     }
 }
 

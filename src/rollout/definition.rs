@@ -119,6 +119,15 @@ fn check_new(
              the service's image in the compose file must be `${{{var}}}`"
         )));
     }
+    let twin_blockers = cannot_run_twice(new);
+    if !twin_blockers.is_empty() {
+        return Err(StepError::Refused(format!(
+            "the compose file now gives the service {}, so the new containers could not run \
+             beside {}",
+            twin_blockers.join(" and "),
+            old.container.name()
+        )));
+    }
     if let Some(mac) = new.get("mac_address").and_then(|m| m.as_str()) {
         return Err(StepError::Refused(format!(
             "the service has a fixed MAC address ({mac}, mac_address in the compose file), \
@@ -135,6 +144,30 @@ fn check_new(
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
         .collect();
     labels_match(old, &labels)
+}
+
+/// What in a service definition (compose v2's JSON) allows only one container: a fixed
+/// name, published host ports, the host's network.
+fn cannot_run_twice(new: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(name) = new.get("container_name").and_then(|n| n.as_str()) {
+        out.push(format!("a container_name ({name})"));
+    }
+    let published: Vec<&str> = new
+        .get("ports")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("published").and_then(|v| v.as_str()))
+        .filter(|p| !p.is_empty() && *p != "0")
+        .collect();
+    if !published.is_empty() {
+        out.push(format!("fixed host ports ({})", published.join(", ")));
+    }
+    if new.get("network_mode").and_then(|m| m.as_str()) == Some("host") {
+        out.push("network_mode: host".into());
+    }
+    out
 }
 
 /// Refuses new containers whose `traefik.*` labels differ from a running one's: Traefik
@@ -183,4 +216,28 @@ fn check_anonymous_volumes(old: &[Running]) -> Result<(), StepError> {
          fresh_anonymous_volumes = true for the service if the data may go",
         volumes.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cannot_run_twice;
+
+    #[test]
+    fn names_what_allows_only_one_container() {
+        let ok = serde_json::json!({"image": "x", "ports": [{"target": 8000, "protocol": "tcp"}]});
+        assert!(cannot_run_twice(&ok).is_empty());
+        let fixed = serde_json::json!({
+            "container_name": "web",
+            "ports": [{"target": 8000, "published": "8080"}],
+            "network_mode": "host",
+        });
+        assert_eq!(
+            cannot_run_twice(&fixed),
+            [
+                "a container_name (web)",
+                "fixed host ports (8080)",
+                "network_mode: host"
+            ]
+        );
+    }
 }

@@ -245,9 +245,25 @@ fn comparable(id: &str) -> serde_json::Value {
     let full_id = c["Id"].as_str().unwrap().to_string();
     let mut config = c["Config"].clone();
     config["Hostname"] = serde_json::Value::Null;
-    // Compose writes a service's `environment:` map in Go's random map order.
+    // Compose writes lists it builds from maps (environment, volumes) in Go's random map
+    // order: same config hash, other order. Lists whose order matters (Cmd, Entrypoint)
+    // are compared as they are.
+    let by_text = |v: &serde_json::Value| v.to_string();
     if let Some(env) = config["Env"].as_array_mut() {
-        env.sort_by_key(|e| e.as_str().unwrap_or_default().to_string());
+        env.sort_by_key(by_text);
+    }
+    let mut host = c["HostConfig"].clone();
+    for list in [
+        "Binds",
+        "Mounts",
+        "SecurityOpt",
+        "ExtraHosts",
+        "CapAdd",
+        "CapDrop",
+    ] {
+        if let Some(items) = host[list].as_array_mut() {
+            items.sort_by_key(by_text);
+        }
     }
     let labels = config["Labels"].as_object_mut().unwrap();
     labels.remove("com.docker.compose.container-number");
@@ -287,7 +303,7 @@ fn comparable(id: &str) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "Config": config,
-        "HostConfig": c["HostConfig"],
+        "HostConfig": host,
         "Mounts": mounts,
         "Networks": networks,
     })

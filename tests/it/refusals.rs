@@ -222,6 +222,24 @@ async fn container_name_and_fixed_ports_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compose_change_that_cannot_run_twice_is_refused() {
+    let f = Fixture::start(Options::default()).await;
+    let before = f.project.containers();
+    let yaml = std::fs::read_to_string(f.project.compose_file()).unwrap();
+    let name = format!("{}-fixed", f.project.name);
+    f.project.write_compose(&yaml.replace(
+        "    restart: unless-stopped\n",
+        &format!("    restart: unless-stopped\n    container_name: {name}\n"),
+    ));
+    let run = f.deploy("v2").await;
+    run.assert_code(1);
+    run.assert_stderr(&format!(
+        "the compose file now gives the service a container_name ({name})"
+    ));
+    assert_eq!(f.project.containers(), before, "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_running_container_says_to_run_compose_first() {
     let f = Fixture::start(Options::default()).await;
     f.project.compose_ok(&["stop"]);
