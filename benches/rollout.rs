@@ -31,8 +31,9 @@ use support::hoist::{Fixture, Options};
 use support::load::LoadReport;
 use support::project::Project;
 
-/// Rollouts per method.
+/// Rollouts per method, and of hoist at each other cord interval.
 const ROLLOUTS: usize = 6;
+const ROLLOUTS_PER_INTERVAL: usize = 4;
 const STEPS: [&str; 7] = [
     "resolve", "pull", "start", "health", "switch", "drain", "record",
 ];
@@ -40,8 +41,8 @@ const SERVING: Duration = Duration::from_secs(60);
 /// Managed containers measured at idle, and for how long.
 const IDLE_CONTAINERS: usize = 5;
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
-/// Probe intervals measured at idle (`None`: no healthcheck).
-const INTERVALS: [Option<&str>; 4] = [None, Some("1s"), Some("2s"), Some("5s")];
+/// The cord intervals measured: hoist's rollout time and the engine's idle CPU.
+const INTERVALS: [&str; 4] = ["1s", "2s", "3s", "5s"];
 
 /// One method's rollouts: wall time each, and the load through Traefik meanwhile.
 struct Method {
@@ -52,21 +53,25 @@ struct Method {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
-    let f = Fixture::start(Options::default()).await;
+    let f = Fixture::start(with_cord("1s")).await;
     // hoist first: its journal gives the per-step table.
-    let hoist = run_method(&f, "hoist", |f, tag| Box::pin(hoist_rollout(f, tag))).await;
-    let recreate = run_method(&f, "compose recreate", |f, tag| {
+    let hoist = run_method(&f, "hoist", ROLLOUTS, |f, tag| {
+        Box::pin(hoist_rollout(f, tag))
+    })
+    .await;
+    let recreate = run_method(&f, "compose recreate", ROLLOUTS, |f, tag| {
         Box::pin(compose_recreate(f, tag))
     })
     .await;
-    let rollout = run_method(&f, "docker-rollout method", |f, tag| {
+    let rollout = run_method(&f, "docker-rollout method", ROLLOUTS, |f, tag| {
         Box::pin(docker_rollout(f, tag))
     })
     .await;
 
     println!(
         "\nrollout benchmark: {ROLLOUTS} rollouts v1<->v2 per method, 100 req/s through {} \
-         (every 10th request held 300 ms), hoist with drain 1s and traefik.api_url\n",
+         (every 10th request held 300 ms), hoist with drain 1s, cord_interval 1s and \
+         traefik.api_url\n",
         support::traefik::describe()
     );
     println!(
@@ -86,11 +91,18 @@ async fn main() {
         println!("\n{}: {}", m.name, m.load);
     }
     print_hoist_steps(&f).await;
-    print_idle_cpu(&f).await;
+    print_intervals(&f, &hoist).await;
+}
+
+fn with_cord(interval: &'static str) -> Options {
+    Options {
+        cord_interval: interval,
+        ..Options::default()
+    }
 }
 
 /// Runs [`ROLLOUTS`] rollouts under a fresh load, alternating v2 and v1.
-async fn run_method<F>(f: &Fixture, name: &'static str, roll: F) -> Method
+async fn run_method<F>(f: &Fixture, name: &'static str, rollouts: usize, roll: F) -> Method
 where
     F: for<'a> Fn(
         &'a Fixture,
@@ -106,7 +118,7 @@ where
     load.wait_until_serving(start, SERVING).await.unwrap();
     let mut walls = Vec::new();
     let mut current = start;
-    for _ in 0..ROLLOUTS {
+    for _ in 0..rollouts {
         let next = if current == "v1" { "v2" } else { "v1" };
         let clock = Instant::now();
         roll(f, next).await;
@@ -269,29 +281,46 @@ async fn print_hoist_steps(f: &Fixture) {
     );
 }
 
-/// The Docker engine's CPU per managed container at idle, for each probe interval.
-async fn print_idle_cpu(f: &Fixture) {
+/// Per cord interval: hoist's rollout time through Traefik (own fixture each) and the
+/// Docker engine's idle CPU per container, against no healthcheck at all.
+async fn print_intervals(f: &Fixture, at_1s: &Method) {
     let drain = f.state.path().join("state").join("drain");
     assert!(
         drain.join("hoist").exists(),
         "hoist's probe is installed by then"
     );
+    let baseline = idle_cpu(f, &drain, None).await;
+    let mut rows = Vec::new();
+    for interval in INTERVALS {
+        let (walls, failed) = if interval == "1s" {
+            (at_1s.walls.clone(), at_1s.load.failed)
+        } else {
+            let g = Fixture::start(with_cord(interval)).await;
+            let m = run_method(&g, "hoist", ROLLOUTS_PER_INTERVAL, |g, tag| {
+                Box::pin(hoist_rollout(g, tag))
+            })
+            .await;
+            (m.walls, m.load.failed)
+        };
+        let cpu = idle_cpu(f, &drain, Some(interval)).await;
+        rows.push((interval, walls, failed, cpu));
+    }
     println!(
-        "\nidle Docker engine CPU (dockerd, containerd, shims, runc), {IDLE_CONTAINERS} containers, {}s each:",
+        "\nhoist by cord_interval ({IDLE_CONTAINERS} idle containers, {}s each, engine = dockerd, \
+         containerd, shims, runc; no healthcheck: {baseline:.2} % of a core in all):",
         IDLE_WINDOW.as_secs()
     );
-    println!("| healthcheck | engine CPU, % of one core | per container |\n|---|---|---|");
-    let mut baseline = None;
-    for interval in INTERVALS {
-        let total = idle_cpu(f, &drain, interval).await;
-        let base = *baseline.get_or_insert(total);
-        let label = interval.map_or("none".to_string(), |i| format!("hoist probe every {i}"));
+    println!(
+        "| cord_interval | rollout, median | max | failed requests | idle engine CPU per container |\n|---|---|---|---|---|"
+    );
+    for (interval, walls, failed, cpu) in rows {
         println!(
-            "| {label} | {total:.2} % | {:.2} % |",
-            (total - base) / IDLE_CONTAINERS as f64
+            "| {interval} | {:.1} s | {:.1} s | {failed} | {:.2} % of a core |",
+            median(&walls).as_secs_f64(),
+            walls.iter().max().unwrap().as_secs_f64(),
+            (cpu - baseline) / IDLE_CONTAINERS as f64
         );
     }
-    println!("(per container: above the no-healthcheck row, divided by {IDLE_CONTAINERS})");
 }
 
 /// Engine CPU in % of one core while [`IDLE_CONTAINERS`] idle containers run with hoist's
@@ -301,7 +330,7 @@ async fn idle_cpu(f: &Fixture, drain: &std::path::Path, interval: Option<&str>) 
     let healthcheck = match interval {
         None => "    healthcheck:\n      disable: true\n".to_string(),
         Some(i) => format!(
-            "    healthcheck:\n      test: [\"CMD\", \"/hoist/hoist\", \"probe\", \"--http\", \"8000/healthz\"]\n      interval: {i}\n      timeout: 3s\n      retries: 3\n"
+            "    healthcheck:\n      test: [\"CMD\", \"/hoist/hoist\", \"probe\", \"--http\", \"8000/healthz\"]\n      interval: {i}\n      timeout: 4s\n      retries: 1\n"
         ),
     };
     project.write_compose(&format!(

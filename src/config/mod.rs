@@ -164,6 +164,10 @@ pub struct ServiceConfig {
     pub port: u16,
     pub health_path: Option<String>,
     pub health_timeout: Duration,
+    /// How often Docker runs hoist's probe (the drain cord) in the service's containers:
+    /// the engine's idle CPU against how soon a new container is healthy and a cut cord
+    /// takes an old one out of the pool.
+    pub cord_interval: Duration,
     pub drain: Duration,
     /// Grace before SIGKILL when stopping an old container; `None`: the container's own
     /// (compose's `stop_grace_period`, else Docker's 10 s), as `docker compose` does.

@@ -65,9 +65,10 @@ pub(super) async fn take_out(
     }
     fault::point("drain:cut");
     let clock = Instant::now();
-    // Enough for RETRIES failed probes even if each one times out, plus scheduling slack.
-    let patience =
-        (drain::INTERVAL + drain::TIMEOUT) * drain::RETRIES as u32 + Duration::from_secs(5);
+    // One cord interval for the next probe, which may be running the app's check when the
+    // cord is cut (then the one after fails), each up to the probe's timeout, plus
+    // scheduling slack. Containers made with an older fragment (3 retries) get longer.
+    let patience = (service.cord_interval + drain::TIMEOUT) * 3 + Duration::from_secs(5);
     for (id, _) in containers {
         scope.wait(left_pool(ctx, id, clock, patience)).await?;
     }

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,6 +151,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
 
     let version = Bytes::from(format!("{}\n", settings.version));
     let broken = settings.broken;
+    // `/hiccup?ms=N`: `/healthz` fails for the next N ms (an app's short hiccup).
+    let hiccup: Hiccup = Arc::default();
     let draining = CancellationToken::new();
     let connections = TaskTracker::new();
     let signal_name = loop {
@@ -167,8 +170,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
                 };
                 let version = version.clone();
                 let draining = draining.clone();
+                let hiccup = hiccup.clone();
                 connections.spawn(async move {
-                    let svc = service_fn(move |req| answer(req, version.clone(), broken));
+                    let svc = service_fn(move |req| answer(req, version.clone(), broken, hiccup.clone()));
                     let conn = http1::Builder::new()
                         .keep_alive(true)
                         .serve_connection(TokioIo::new(stream), svc);
@@ -201,10 +205,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// Until when `/healthz` fails.
+type Hiccup = Arc<Mutex<Option<Instant>>>;
+
 async fn answer(
     req: Request<Incoming>,
     version: Bytes,
     broken: bool,
+    hiccup: Hiccup,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, body: Bytes| {
         let mut resp = Response::new(Full::new(body));
@@ -220,23 +228,44 @@ async fn answer(
     }
     match req.uri().path() {
         "/" => {
-            if let Some(ms) = delay_ms(req.uri().query()) {
+            if let Some(ms) = param(req.uri().query(), "delay_ms") {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             reply(StatusCode::OK, version)
+        }
+        "/hiccup" => {
+            let ms = param(req.uri().query(), "ms").unwrap_or(1000);
+            *hiccup
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now() + Duration::from_millis(ms));
+            println!("health fails for the next {ms} ms");
+            reply(StatusCode::OK, Bytes::from_static(b"hiccup\n"))
         }
         "/healthz" if broken => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             Bytes::from_static(b"broken\n"),
         ),
+        "/healthz"
+            if hiccup
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some_and(|until| Instant::now() < until) =>
+        {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"hiccup\n"),
+            )
+        }
         "/healthz" => reply(StatusCode::OK, Bytes::from_static(b"ok\n")),
         _ => reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     }
 }
 
-fn delay_ms(query: Option<&str>) -> Option<u64> {
+/// A number in the query string, e.g. `delay_ms=300`.
+fn param(query: Option<&str>, name: &str) -> Option<u64> {
     query?
         .split('&')
-        .find_map(|pair| pair.strip_prefix("delay_ms="))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
 }

@@ -321,7 +321,7 @@ const SECRET: &str = "fidelity-secret-from-the-environment";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployed_container_is_what_compose_force_recreate_creates() {
     let f = Fixture::start(Options {
-        edit_fragment: |f| f.replace("retries: 3", "retries: 4"),
+        edit_fragment: |f| f.replace("retries: 1", "retries: 2"),
         ..Options::default()
     })
     .await;

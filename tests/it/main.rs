@@ -18,6 +18,7 @@ mod automation;
 mod cli;
 mod compose;
 mod connections;
+mod cord;
 mod crash;
 mod deliveries;
 mod edge;

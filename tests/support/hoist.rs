@@ -118,6 +118,8 @@ pub struct Options {
     /// More top-level TOML (e.g. `[server]`, `[github]`).
     pub config_extra: String,
     pub drain: &'static str,
+    /// `cord_interval`: how often Docker runs hoist's probe (1s keeps the tests quick).
+    pub cord_interval: &'static str,
     /// Empty: no `stop_timeout`, so the containers' own grace applies.
     pub stop_timeout: &'static str,
     pub health_timeout: &'static str,
@@ -164,6 +166,7 @@ impl Default for Options {
             prod_extra: "",
             config_extra: String::new(),
             drain: "1s",
+            cord_interval: "1s",
             stop_timeout: "10s",
             health_timeout: "20s",
             fragment: true,
@@ -340,13 +343,14 @@ impl Fixture {
         };
         let prod = if o.prod {
             format!(
-                "\n[[services]]\nname = \"{PROD}\"\nenvironment = \"prod\"\ncompose_project = \"{project}\"\nimage = \"{repo}\"\ntrack = \"{track}\"\nhost = \"prod.{host}\"\nport = 8000\n{health}health_timeout = \"{health_timeout}\"\ndrain = \"{drain}\"\n{stop_timeout}env_file = \"{env_file}\"\nenv_var = \"WEB_PROD_IMAGE\"\npromote_from = \"{SERVICE}\"\n{extra}\n",
+                "\n[[services]]\nname = \"{PROD}\"\nenvironment = \"prod\"\ncompose_project = \"{project}\"\nimage = \"{repo}\"\ntrack = \"{track}\"\nhost = \"prod.{host}\"\nport = 8000\n{health}health_timeout = \"{health_timeout}\"\ndrain = \"{drain}\"\ncord_interval = \"{cord_interval}\"\n{stop_timeout}env_file = \"{env_file}\"\nenv_var = \"WEB_PROD_IMAGE\"\npromote_from = \"{SERVICE}\"\n{extra}\n",
                 project = self.project.name,
                 repo = self.repo,
                 track = o.track,
                 host = self.host,
                 health_timeout = o.health_timeout,
                 drain = o.drain,
+                cord_interval = o.cord_interval,
                 stop_timeout = stop_timeout,
                 env_file = self.project.env_file().display(),
                 extra = o.prod_extra,
@@ -377,6 +381,7 @@ host = "{host}"
 port = 8000
 {health}health_timeout = "{health_timeout}"
 drain = "{drain}"
+cord_interval = "{cord_interval}"
 {stop_timeout}env_file = "{env_file}"
 env_var = "WEB_IMAGE"
 {extra}
@@ -390,6 +395,7 @@ env_var = "WEB_IMAGE"
             host = self.host,
             health_timeout = o.health_timeout,
             drain = o.drain,
+            cord_interval = o.cord_interval,
             stop_timeout = stop_timeout,
             env_file = self.project.env_file().display(),
             extra = o.service_extra,

@@ -12,9 +12,12 @@
 //!
 //! The probe fails as soon as a marker file `/hoist/cut/<container id>` exists ("the cord is
 //! cut"); otherwise it checks the app (HTTP GET on `health_path`, or the image's own
-//! HEALTHCHECK command). To drain a container hoist writes its marker; after `RETRIES`
-//! failed probes Docker marks it unhealthy, Traefik drops it, and only then is it stopped.
-//! Markers are named by container id, so a new container is never born drained.
+//! HEALTHCHECK command), trying again for up to [`TOLERANCE`] when the app fails, so that a
+//! hiccup of the app never fails a probe. Docker then needs only one failed probe
+//! ([`RETRIES`]): to drain a container hoist writes its marker, the next probe (within the
+//! service's `cord_interval`) fails at once, Docker marks the container unhealthy, Traefik
+//! drops it, and only then is it stopped. Markers are named by container id, so a new
+//! container is never born drained.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,11 +30,17 @@ use crate::config::ServiceConfig;
 
 /// Where the drain directory appears inside containers.
 pub const MOUNT_POINT: &str = "/hoist";
-/// Probe cadence. With 3 retries a cut cord takes the container out within about 3 s;
-/// a single failed probe does not, so a hiccup of the app never empties the pool.
-pub const INTERVAL: Duration = Duration::from_secs(1);
-pub const TIMEOUT: Duration = Duration::from_secs(3);
-pub const RETRIES: i64 = 3;
+/// How long the probe keeps trying an app that fails before it fails itself.
+pub const TOLERANCE: Duration = Duration::from_secs(2);
+/// Docker's limit on one probe: the tolerance and a last attempt's own time.
+pub const TIMEOUT: Duration = Duration::from_secs(4);
+/// Failed probes before Docker says unhealthy: one, since the probe itself tolerates the
+/// app's hiccups and a cut cord must take effect at the next probe.
+pub const RETRIES: i64 = 1;
+/// How long each attempt at the app may take.
+const ATTEMPT: Duration = Duration::from_millis(1500);
+/// Between attempts at a failing app.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 #[error("drain directory {}: {action}: {source}", path.display())]
@@ -230,7 +239,7 @@ pub fn healthcheck(service: &ServiceConfig, image_check: Option<&HealthConfig>) 
     }
     HealthConfig {
         test: Some(test),
-        interval: Some(nanos(INTERVAL)),
+        interval: Some(nanos(service.cord_interval)),
         timeout: Some(nanos(TIMEOUT)),
         retries: Some(RETRIES),
         start_period: Some(nanos(service.health_timeout)),
@@ -261,15 +270,47 @@ fn nanos(d: Duration) -> i64 {
 /// 1 not. Plain std and no runtime: it runs every second in every managed container.
 pub fn probe_main(args: &[String]) -> i32 {
     let id = own_container_id();
-    if let Some(id) = &id
-        && marker_present(Path::new(MOUNT_POINT), id)
-    {
-        println!("hoist: draining (cord cut for {})", &id[..id.len().min(12)]);
+    let cut = || {
+        let cut = id
+            .as_ref()
+            .is_some_and(|id| marker_present(Path::new(MOUNT_POINT), id));
+        if let (true, Some(id)) = (cut, &id) {
+            println!("hoist: draining (cord cut for {})", &id[..id.len().min(12)]);
+        }
+        cut
+    };
+    if cut() {
         return 1;
     }
+    // A failing app is tried again for up to TOLERANCE: one bad answer of the app is not a
+    // failed probe. A cord cut meanwhile fails the probe at once.
+    let clock = std::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        let code = check_app(args, ATTEMPT.min(TOLERANCE.saturating_sub(clock.elapsed())));
+        if code == 0 {
+            if failures > 0 {
+                println!("hoist: the app failed {failures} time(s), then answered");
+            }
+            return 0;
+        }
+        failures += 1;
+        if clock.elapsed() + RETRY_PAUSE >= TOLERANCE {
+            return code;
+        }
+        std::thread::sleep(RETRY_PAUSE);
+        if cut() {
+            return 1;
+        }
+    }
+}
+
+/// One check of the app: 0 healthy. HTTP checks give up after `budget`.
+fn check_app(args: &[String], budget: Duration) -> i32 {
+    let budget = budget.max(Duration::from_millis(100));
     match args.first().map(String::as_str) {
         Some("--http") => match args.get(1).and_then(|a| parse_http_target(a)) {
-            Some((port, path)) => http_probe(port, &path),
+            Some((port, path)) => http_probe(port, &path, budget),
             None => {
                 println!("hoist probe: --http wants PORT/PATH, e.g. 8000/healthz");
                 1
@@ -329,12 +370,12 @@ fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
     })
 }
 
-fn http_probe(port: u16, path: &str) -> i32 {
+fn http_probe(port: u16, path: &str, budget: Duration) -> i32 {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let result = (|| -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let mut stream = TcpStream::connect_timeout(&addr, budget)?;
+        stream.set_read_timeout(Some(budget))?;
+        stream.set_write_timeout(Some(budget))?;
         write!(
             stream,
             "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: hoist-probe\r\nConnection: close\r\n\r\n"
