@@ -20,6 +20,8 @@ pub(crate) struct Context {
     pub store: Store,
     pub routing: Routing,
     pub cord: Cord,
+    /// Remembered answers to "did the compose definition change?", for `/status`.
+    pub drift: crate::docker::compose::drift::Drift,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,7 @@ impl Context {
             engine,
             store,
             cord,
+            drift: Default::default(),
         })
     }
 
@@ -68,6 +71,7 @@ impl Context {
             engine: self.engine.clone(),
             store: self.store.clone(),
             cord: self.cord.clone(),
+            drift: self.drift.clone(),
         }
     }
 }

@@ -170,5 +170,6 @@ pub(crate) fn fragment(
 }
 
 pub(crate) mod cli;
+pub(crate) mod drift;
 #[cfg(test)]
 mod tests;

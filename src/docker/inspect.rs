@@ -22,6 +22,11 @@ impl Container {
         &self.0
     }
 
+    /// The container's id.
+    pub(crate) fn id(&self) -> &str {
+        self.0.id.as_deref().unwrap_or_default()
+    }
+
     /// The container's name without Docker's leading slash.
     pub(crate) fn name(&self) -> String {
         self.0

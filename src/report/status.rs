@@ -312,7 +312,9 @@ async fn running(
     match crate::docker::service::current(ctx.lookup(), s).await {
         Ok(r) => {
             let config = &ctx.config;
-            let changed = crate::docker::compose::cli::definition_changed(
+            let changed = ctx
+                .drift
+                .changed(
                 &config.compose,
                 config.docker.host.as_deref(),
                 s,
