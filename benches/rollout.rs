@@ -38,6 +38,9 @@ const STEPS: [&str; 7] = [
     "resolve", "pull", "start", "health", "switch", "drain", "record",
 ];
 const SERVING: Duration = Duration::from_secs(60);
+/// Between rollouts, as deploys are spaced in life: Traefik's 2 s throttle after the previous
+/// rollout's last routing change has passed, so no rollout waits out another's.
+const SPACING: Duration = Duration::from_secs(3);
 /// Managed containers measured at idle, and for how long.
 const IDLE_CONTAINERS: usize = 5;
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
@@ -69,9 +72,10 @@ async fn main() {
     .await;
 
     println!(
-        "\nrollout benchmark: {ROLLOUTS} rollouts v1<->v2 per method, 100 req/s through {} \
-         (every 10th request held 300 ms), hoist with drain 1s, cord_interval 1s and \
-         traefik.api_url\n",
+        "\nrollout benchmark: {ROLLOUTS} rollouts v1<->v2 per method, {}s apart, 100 req/s \
+         through {} (every 10th request held 300 ms), hoist with drain 1s, cord_interval 1s \
+         and traefik.api_url\n",
+        SPACING.as_secs(),
         support::traefik::describe()
     );
     println!(
@@ -119,6 +123,7 @@ where
     let mut walls = Vec::new();
     let mut current = start;
     for _ in 0..rollouts {
+        tokio::time::sleep(SPACING).await;
         let next = if current == "v1" { "v2" } else { "v1" };
         let clock = Instant::now();
         roll(f, next).await;

@@ -49,11 +49,15 @@ impl Rollout<'_> {
                 s.name
             )));
         };
-        let cli = Cli::detect(
-            ctx.config.compose.command.as_deref(),
-            ctx.config.docker.host.as_deref(),
-        )
-        .await?;
+        // Compose's own time (a process per question) is waiting on the outside world, not
+        // hoist's work.
+        let scope = self.scope(super::Step::Resolve);
+        let cli = scope
+            .wait(Cli::detect(
+                ctx.config.compose.command.as_deref(),
+                ctx.config.docker.host.as_deref(),
+            ))
+            .await?;
         if let Some(created) = cli::created_by_major(&first.container)
             && created != cli.major()
         {
@@ -72,22 +76,24 @@ impl Rollout<'_> {
 
         // The hash of the definition with the image the old containers run: it equals their
         // label unless the compose file (or an interpolated variable) changed since.
+        // Both questions at once: two compose processes side by side.
         let running_image = first.container.configured_image();
-        let current = cli
-            .config_hash(
-                &project,
-                &s.compose_service,
-                &[(&target.var, running_image)],
-            )
-            .await?;
+        let running_env = [(target.var.as_str(), running_image)];
+        let new_env = [(target.var.as_str(), reference)];
+        let (current, new) = scope
+            .wait(async {
+                tokio::join!(
+                    cli.config_hash(&project, &s.compose_service, &running_env),
+                    cli.config_json(&project, &s.compose_service, &new_env)
+                )
+            })
+            .await;
+        let current = current?;
         let drift = old
             .iter()
             .any(|o| o.container.label(cli::CONFIG_HASH) != Some(current.as_str()));
 
-        if let Some(new) = cli
-            .config_json(&project, &s.compose_service, &[(&target.var, reference)])
-            .await?
-        {
+        if let Some(new) = new? {
             check_new(&new, first, reference, &target.var)?;
         }
         if !s.fresh_anonymous_volumes {

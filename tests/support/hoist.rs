@@ -365,7 +365,7 @@ dir = "{state}"
 [traefik]
 network = "{network}"
 entrypoints = ["websecure"]
-throttle = "2s"
+throttle = "1s"
 {api}
 [compose]
 command = [{compose_command}]

@@ -63,7 +63,8 @@ impl TraefikConfig {
         TraefikConfig {
             project: project.into(),
             network: network.into(),
-            throttle: Duration::from_secs(2),
+            // As the shipped traefik/traefik.yml.
+            throttle: Duration::from_secs(1),
         }
     }
 }
