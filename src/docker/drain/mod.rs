@@ -284,11 +284,16 @@ pub fn probe_main(args: &[String]) -> i32 {
     }
     // A failing app is tried again for up to TOLERANCE: one bad answer of the app is not a
     // failed probe. A cord cut meanwhile fails the probe at once.
+    // Docker keeps what a probe prints: one line for the last answer, and how many tries
+    // it took, not a line per try.
     let clock = std::time::Instant::now();
     let mut failures = 0;
     loop {
-        let code = check_app(args, ATTEMPT.min(TOLERANCE.saturating_sub(clock.elapsed())));
+        let (code, said) = check_app(args, ATTEMPT.min(TOLERANCE.saturating_sub(clock.elapsed())));
         if code == 0 {
+            if let Some(said) = said {
+                println!("{said}");
+            }
             if failures > 0 {
                 println!("hoist: the app failed {failures} time(s), then answered");
             }
@@ -296,6 +301,15 @@ pub fn probe_main(args: &[String]) -> i32 {
         }
         failures += 1;
         if clock.elapsed() + RETRY_PAUSE >= TOLERANCE {
+            if let Some(said) = said {
+                println!("{said}");
+            }
+            if failures > 1 {
+                println!(
+                    "hoist: the app failed {failures} times over {:.1}s",
+                    clock.elapsed().as_secs_f64()
+                );
+            }
             return code;
         }
         std::thread::sleep(RETRY_PAUSE);
@@ -305,24 +319,28 @@ pub fn probe_main(args: &[String]) -> i32 {
     }
 }
 
-/// One check of the app: 0 healthy. HTTP checks give up after `budget`.
-fn check_app(args: &[String], budget: Duration) -> i32 {
+/// One check of the app: 0 healthy, and what an HTTP check saw (a command prints its own).
+/// HTTP checks give up after `budget`.
+fn check_app(args: &[String], budget: Duration) -> (i32, Option<String>) {
     let budget = budget.max(Duration::from_millis(100));
     match args.first().map(String::as_str) {
         Some("--http") => match args.get(1).and_then(|a| parse_http_target(a)) {
-            Some((port, path)) => http_probe(port, &path, budget),
-            None => {
-                println!("hoist probe: --http wants PORT/PATH, e.g. 8000/healthz");
-                1
+            Some((port, path)) => {
+                let (code, said) = http_probe(port, &path, budget);
+                (code, Some(said))
             }
+            None => (
+                1,
+                Some("hoist probe: --http wants PORT/PATH, e.g. 8000/healthz".into()),
+            ),
         },
-        Some("--shell") => run(&["/bin/sh".to_string(), "-c".to_string(), args[1..].join(" ")]),
-        Some("--") => run(&args[1..]),
-        None => 0,
-        Some(other) => {
-            println!("hoist probe: unknown argument {other}");
-            1
-        }
+        Some("--shell") => (
+            run(&["/bin/sh".to_string(), "-c".to_string(), args[1..].join(" ")]),
+            None,
+        ),
+        Some("--") => (run(&args[1..]), None),
+        None => (0, None),
+        Some(other) => (1, Some(format!("hoist probe: unknown argument {other}"))),
     }
 }
 
@@ -370,7 +388,7 @@ fn id_from_mountinfo(mountinfo: &str) -> Option<String> {
     })
 }
 
-fn http_probe(port: u16, path: &str, budget: Duration) -> i32 {
+fn http_probe(port: u16, path: &str, budget: Duration) -> (i32, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let result = (|| -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, budget)?;
@@ -395,13 +413,12 @@ fn http_probe(port: u16, path: &str, budget: Duration) -> i32 {
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
-            println!("GET {path}: {status_line}");
-            i32::from(!(200..400).contains(&code))
+            (
+                i32::from(!(200..400).contains(&code)),
+                format!("GET {path}: {status_line}"),
+            )
         }
-        Err(e) => {
-            println!("GET http://127.0.0.1:{port}{path}: {e}");
-            1
-        }
+        Err(e) => (1, format!("GET http://127.0.0.1:{port}{path}: {e}")),
     }
 }
 
