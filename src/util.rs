@@ -17,6 +17,21 @@ pub(crate) fn http_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Cl
     })
 }
 
+/// The `rel="next"` URL of an HTTP `Link` header (RFC 8288), as the registry pages tags
+/// and GitHub pages webhook deliveries: `<URL>; rel="next", <URL>; rel="first"`.
+pub(crate) fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            url.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
+}
+
 /// How many bytes of an outside value a log line, the journal or `/status` shows by default.
 pub(crate) const SHOWN: usize = 200;
 

@@ -104,7 +104,7 @@ impl HookApi {
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let response = self.get(&url, &route).await?;
-            let next = next_page(response.headers());
+            let next = crate::util::next_link(response.headers());
             let page: Vec<Listed> = response.json().await.map_err(|e| HooksError::Api {
                 route: route.clone(),
                 detail: format!("unreadable list of deliveries: {e}"),
@@ -148,20 +148,6 @@ impl HookApi {
     }
 }
 
-/// The `rel="next"` URL of a `Link` header (GitHub pages deliveries by cursor).
-fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    let link = headers.get("link")?.to_str().ok()?;
-    link.split(',').find_map(|part| {
-        let (url, rel) = part.split_once(';')?;
-        rel.contains("rel=\"next\"").then(|| {
-            url.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,11 +162,11 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(
-            next_page(&h).as_deref(),
+            crate::util::next_link(&h).as_deref(),
             Some("https://api.github.com/repos/a/b/hooks/1/deliveries?per_page=100&cursor=v1_2")
         );
         h.insert("link", "<https://x/first>; rel=\"first\"".parse().unwrap());
-        assert_eq!(next_page(&h), None);
+        assert_eq!(crate::util::next_link(&h), None);
     }
 
     #[test]

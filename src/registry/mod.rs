@@ -205,11 +205,7 @@ impl Registry {
             if !response.status().is_success() {
                 return Err(self.status_error(repo, &what, response).await);
             }
-            let next = response
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(next_link);
+            let next = crate::util::next_link(response.headers());
             let page: TagList = response
                 .json()
                 .await
@@ -380,30 +376,22 @@ pub fn newest_matching(tags: &[String], req: &semver::VersionReq) -> Option<Stri
         .map(|(_, tag)| tag.clone())
 }
 
-/// The target of `Link: </v2/x/tags/list?last=a&n=10>; rel="next"`.
-fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        params.contains("rel=\"next\"").then(|| {
-            url.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn follows_next_links() {
+        let link = |value: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(header::LINK, value.parse().unwrap());
+            crate::util::next_link(&h)
+        };
         assert_eq!(
-            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
             Some("/v2/a/tags/list?last=b&n=2")
         );
-        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(link(r#"</x>; rel="prev""#), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::daemon::post_json as post;
 use crate::support::daemon::{self, Daemon, package_event, push_event};
 use crate::support::hoist::{Fixture, Options, SERVICE, hoist};
 use crate::support::images::{self, Variant};
@@ -90,22 +91,6 @@ async fn wait_polls(d: &Daemon, n: usize) {
             seen = last;
         }
     }
-}
-
-async fn post(d: &Daemon, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}{path}", d.url))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    let response = request.send().await.unwrap();
-    let code = response.status().as_u16();
-    (
-        code,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
 }
 
 fn rollouts(history: &[serde_json::Value]) -> Vec<&serde_json::Value> {

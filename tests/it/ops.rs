@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::daemon::post_json as post;
 use crate::support::daemon::{self, Daemon};
 use crate::support::github::{Behaviour, FakeGithub};
 use crate::support::hoist::{Fixture, Options, PROD, SERVICE, hoist};
@@ -35,22 +36,6 @@ async fn ops(options: Options, server: &str, more: &str) -> (Fixture, Daemon) {
     f.write_config("");
     let d = Daemon::start(&f.config, &[]).await;
     (f, d)
-}
-
-async fn post(d: &Daemon, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}{path}", d.url))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(t) = token {
-        request = request.bearer_auth(t);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
 }
 
 async fn get(d: &Daemon, path: &str, token: Option<&str>, accept: &str) -> (u16, String) {

@@ -261,6 +261,29 @@ impl Daemon {
 /// A delivery id shaped like GitHub's (a random GUID), derived from `name`: sequential
 /// ids would hide what remembering ids in random order costs. Names need only differ
 /// within one test: each starts a daemon with a new state directory.
+/// POSTs `body` as JSON to the daemon's `path`, with `token` as the bearer; the status and
+/// the JSON answer (null when there is none).
+pub async fn post_json(
+    d: &Daemon,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", d.url))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub fn guid(name: &str) -> String {
     use sha2::Digest as _;
     let h = hex::encode(sha2::Sha256::digest(name));
