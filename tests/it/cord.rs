@@ -25,11 +25,24 @@ async fn an_app_hiccup_keeps_the_container_in_the_pool_and_a_cut_cord_takes_it_o
     .await;
     let id = f.project.running_of("web")[0].clone();
 
-    // The app's /healthz fails for 1.2 s: longer than the cord interval, so a probe runs
-    // into it, and shorter than the probe's tolerance.
+    // Right after a probe ends, the app's /healthz fails for 1.5 s: Docker starts the next
+    // probe one interval (1 s) after the last one ended, so it runs into the failure, which
+    // ends well within the probe's 2 s tolerance.
+    let last_end = |h: &serde_json::Value| {
+        h["Log"]
+            .as_array()
+            .and_then(|log| log.last())
+            .map(|p| p["End"].to_string())
+    };
+    let before = last_end(&health(&id));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_end(&health(&id)) == before {
+        assert!(Instant::now() < deadline, "no probe ran: {}", health(&id));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let http = reqwest::Client::new();
     let hiccup = http
-        .get(format!("http://{}/hiccup?ms=1200", f.traefik.addr()))
+        .get(format!("http://{}/hiccup?ms=1500", f.traefik.addr()))
         .header("host", &f.host)
         .send()
         .await
