@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::config::{Config, ConfigError, Secrets};
+use crate::config::{Config, ConfigError, Secrets, ServiceConfig};
 use crate::serve::http::App;
 
 /// Takes over SIGHUP from its default action (exit). Call before announcing readiness, so
@@ -90,18 +90,8 @@ async fn apply(app: &App, mut config: Config) {
         );
     }
     super::warn_about_loose_secrets(&config);
-    let known = |c: &Config, name: &str| c.services.iter().any(|s| s.name == name);
-    let added: Vec<_> = config
-        .services
-        .iter()
-        .filter(|s| !known(&running.config, &s.name))
-        .cloned()
-        .collect();
-    let removed: Vec<String> = running
-        .config
-        .services
-        .iter()
-        .filter(|s| !known(&config, &s.name))
+    let added: Vec<ServiceConfig> = not_in(&config, &running.config).cloned().collect();
+    let removed: Vec<String> = not_in(&running.config, &config)
         .map(|s| s.name.clone())
         .collect();
     let ctx = running.reconfigured(config);
@@ -112,20 +102,30 @@ async fn apply(app: &App, mut config: Config) {
     app.queue.reconfigure(&ctx);
     let services = ctx.config.services.len();
     app.live.replace(ctx);
-    let names = |list: &mut dyn Iterator<Item = &str>| {
-        let names = list.collect::<Vec<_>>().join(",");
-        if names.is_empty() {
-            "-".to_string()
-        } else {
-            names
-        }
-    };
     tracing::info!(
         services,
-        added = %names(&mut added.iter().map(|s| s.name.as_str())),
-        removed = %names(&mut removed.iter().map(String::as_str)),
+        added = %listed(added.iter().map(|s| s.name.as_str())),
+        removed = %listed(removed.iter().map(String::as_str)),
         "SIGHUP received: the new config is applied; running rollouts finish with the one they started with"
     );
+}
+
+/// The services of `config` that `other` does not have.
+fn not_in<'a>(config: &'a Config, other: &'a Config) -> impl Iterator<Item = &'a ServiceConfig> {
+    config
+        .services
+        .iter()
+        .filter(|s| !other.services.iter().any(|o| o.name == s.name))
+}
+
+/// `a,b,c` for a log field, `-` for none.
+fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "-".to_string()
+    } else {
+        names.join(",")
+    }
 }
 
 /// Puts back into `config` what only a restart can change, and names each key that differed.
